@@ -1,0 +1,1 @@
+"""The framework-free core: statuses, money, the payment record, SQL and Stripe adapters."""

@@ -1,0 +1,43 @@
+"""One base exception for the core, split by what the caller should do."""
+
+from __future__ import annotations
+
+
+class PaymentsError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class InvalidRequest(PaymentsError):
+    """The caller's input is wrong; retrying the same input will fail again.
+
+    ``field`` names the offending field (a JSON pointer-ish dotted path) when known.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(PaymentsError):
+    """The named object does not exist."""
+
+
+class Conflict(PaymentsError):
+    """The request contradicts stored state (e.g. an idempotency key reused with another body)."""
+
+
+class TransitionRefused(Conflict):
+    """A status change that the status rules do not allow."""
+
+
+class RetryableError(PaymentsError):
+    """A dependency failed in a way that may pass on retry (network, 5xx, 429)."""
+
+
+class ProviderDeclined(PaymentsError):
+    """The payment provider refused the request for a reason the caller must fix (card, params)."""
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
