@@ -1,0 +1,1 @@
+"""The change stream's contract: Debezium envelope decoding, connector config and registration."""
