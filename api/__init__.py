@@ -1,0 +1,89 @@
+"""Flask application factory: ``create_app(settings)``; gunicorn runs ``api:create_app()``."""
+
+from __future__ import annotations
+
+import atexit
+import hmac
+import logging
+import time
+import uuid
+
+import structlog
+from flask import Flask, Response, g, request
+
+from api import problems
+from api.bootstrap import Deps, bootstrap
+from api.problems import ApiProblem
+from api.views import bp
+from payments.logs import configure_logging, get_logger
+from payments.settings import Settings
+
+log = get_logger("api.request")
+OPEN_ENDPOINTS = frozenset(
+    {
+        "payments.stripe_webhook",
+        "payments.healthz",
+        "payments.readyz",
+        "payments.metrics",
+        "payments.openapi",
+        "payments.docs",
+    }
+)
+
+
+def create_app(settings: Settings | None = None, *, deps: Deps | None = None) -> Flask:
+    """Build the app. With ``deps`` (e.g. ``bootstrap_fake()``) nothing connects anywhere."""
+    settings = settings or (deps.settings if deps else Settings())
+    configure_logging(settings.log_level)
+    # stripe-python logs every request at INFO; our own lines carry what matters.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    wired = deps or bootstrap(settings)
+    app.extensions["payments"] = wired
+    api_keys = settings.api_key_set
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        g.payment_id = None
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=g.request_id)
+        if api_keys and request.endpoint not in OPEN_ENDPOINTS:
+            header = request.headers.get("Authorization", "")
+            token = header[7:] if header.lower().startswith("bearer ") else ""
+            if not any(hmac.compare_digest(token, key) for key in api_keys):
+                raise ApiProblem(
+                    401,
+                    "Unauthorized",
+                    "send 'Authorization: Bearer <API key>' with a configured key",
+                    kind="unauthorized",
+                    field="Authorization",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        wired.metrics.requests.labels(request.method, endpoint, str(response.status_code)).inc()
+        wired.metrics.latency.labels(request.method, endpoint).observe(elapsed)
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status_code,
+            duration_ms=round(elapsed * 1000, 2),
+            payment_id=g.get("payment_id"),
+            request_id=g.get("request_id"),
+        )
+        return response
+
+    problems.register(app)
+    app.register_blueprint(bp)
+    for close in wired.closers:
+        atexit.register(close)
+    return app

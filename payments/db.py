@@ -1,0 +1,87 @@
+"""Connection pools for the primary and the replicas. Built closed, opened in the factory.
+
+Call these from an app factory or a worker's startup (after any fork), never at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from payments.settings import Settings
+
+
+def _connect_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "connect_timeout": settings.db_connect_timeout_seconds,
+        # Every statement is bounded; a stuck query must not hold a request forever.
+        "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        "application_name": "payments",
+    }
+
+
+def make_pool(
+    conninfo: str,
+    settings: Settings,
+    *,
+    name: str,
+    wait: bool = False,
+    min_size: int | None = None,
+    max_size: int | None = None,
+) -> ConnectionPool:
+    """A pool on ``conninfo``, opened now. ``wait`` blocks until ``min_size`` connections exist
+    (raising ``PoolTimeout`` after the connect timeout); otherwise it fills in the background."""
+    pool = ConnectionPool(
+        conninfo,
+        min_size=min_size if min_size is not None else settings.db_pool_min,
+        max_size=max_size if max_size is not None else settings.db_pool_max,
+        kwargs=_connect_kwargs(settings),
+        open=False,
+        name=name,
+        timeout=float(settings.db_connect_timeout_seconds) * 2,
+        check=ConnectionPool.check_connection,
+        reconnect_timeout=60.0,
+    )
+    pool.open(wait=wait, timeout=float(settings.db_connect_timeout_seconds) * 2)
+    return pool
+
+
+def make_primary_pool(settings: Settings, *, wait: bool = False) -> ConnectionPool:
+    return make_pool(settings.database_url, settings, name="primary", wait=wait)
+
+
+def make_read_pool(settings: Settings) -> ConnectionPool | None:
+    """The replica pool (libpq multi-host with ``load_balance_hosts``), or None when
+    ``DATABASE_READ_URL`` is empty (reads then go to the primary)."""
+    if not settings.database_read_url:
+        return None
+    return make_pool(settings.database_read_url, settings, name="replicas", wait=False)
+
+
+def check_each_host(conninfo: str, *, timeout_seconds: int = 2) -> dict[str, str]:
+    """Connect to every host of a (multi-host) conninfo on its own; ``host:port -> "ok"`` or
+    the error. Used by readiness checks: libpq multi-host would hide a dead replica."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(conninfo)
+    hosts = str(params.get("host") or "127.0.0.1").split(",")
+    ports = str(params.get("port") or "5432").split(",")
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    results: dict[str, str] = {}
+    for host, port in zip(hosts, ports, strict=False):
+        single = {
+            k: v
+            for k, v in params.items()
+            if k not in ("host", "port", "load_balance_hosts", "target_session_attrs")
+        }
+        single.update(host=host, port=port, connect_timeout=timeout_seconds)
+        try:
+            with psycopg.connect(make_conninfo("", **single)) as conn:
+                conn.execute("SELECT 1")
+            results[f"{host}:{port}"] = "ok"
+        except psycopg.Error as exc:
+            results[f"{host}:{port}"] = f"unreachable: {str(exc).strip()[:200]}"
+    return results

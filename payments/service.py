@@ -1,0 +1,409 @@
+"""Use cases: create a payment, finish a creation, cancel, apply a Stripe webhook event.
+
+Entry points (Flask views, the Faust worker) parse their input, call one function here, and
+answer. The repository and the gateway are passed in, real or fake (``payments.testing``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+from payments.errors import (
+    Conflict,
+    NotFound,
+    ProviderDeclined,
+    RetryableError,
+    TransitionRefused,
+)
+from payments.logs import get_logger
+from payments.model import Payment
+from payments.money import Money
+from payments.repository import (
+    InsertResult,
+    NewPayment,
+    PageCursor,
+    TransitionOutcome,
+    TransitionResult,
+    WebhookResult,
+)
+from payments.status import Source, Status
+from payments.stripe_gateway import Intent, ProviderEvent
+
+log = get_logger(__name__)
+
+# Our status for a webhook event type; None: only Stripe's status is recorded.
+WEBHOOK_TARGETS: dict[str, Status | None] = {
+    "payment_intent.succeeded": Status.SUCCEEDED,
+    "payment_intent.payment_failed": Status.FAILED,
+    "payment_intent.canceled": Status.CANCELED,
+    "payment_intent.processing": None,
+    "payment_intent.requires_action": None,
+}
+
+
+class IdempotencyKeyReused(Conflict):
+    """The idempotency key was used before with a different request body."""
+
+
+class CreationInProgress(Conflict):
+    """Another request holding this idempotency key is still creating the intent."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class PaymentDeclined(ProviderDeclined):
+    """Stripe refused to create the payment's intent; the payment is now ``failed``."""
+
+    def __init__(
+        self, message: str, *, payment: Payment, code: str | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message, code=code, field=field)
+        self.payment = payment
+
+
+class PaymentStore(Protocol):
+    """What the use cases need from storage (``PaymentRepository`` or the in-memory fake)."""
+
+    def get(self, payment_id: UUID) -> Payment | None: ...
+    def get_for_read(self, payment_id: UUID) -> Payment | None: ...
+    def insert_pending(self, new: NewPayment) -> InsertResult: ...
+    def claim_creation(
+        self, payment_id: UUID, *, lease_seconds: float = 60.0
+    ) -> Payment | None: ...
+    def release_creation(self, payment_id: UUID) -> None: ...
+    def attach_intent(
+        self,
+        payment_id: UUID,
+        *,
+        provider_payment_id: str,
+        provider_status: str,
+        client_secret: str | None,
+    ) -> Payment: ...
+    def transition(
+        self,
+        payment_id: UUID,
+        to: Status,
+        *,
+        source: Source,
+        provider_status: str | None = None,
+        provider_event_id: str | None = None,
+        failure_code: str | None = None,
+        failure_message: str | None = None,
+    ) -> TransitionResult: ...
+    def set_provider_status(self, payment_id: UUID, provider_status: str) -> Payment | None: ...
+    def list_page(
+        self, *, status: Status | None = None, limit: int = 50, after: PageCursor | None = None
+    ) -> tuple[list[Payment], PageCursor | None]: ...
+    def apply_webhook(
+        self,
+        *,
+        event_id: str,
+        event_type: str,
+        payload: Mapping[str, Any],
+        payment_id: UUID | None,
+        provider_payment_id: str | None,
+        to: Status | None,
+        provider_status: str | None,
+        failure_code: str | None = None,
+        failure_message: str | None = None,
+    ) -> WebhookResult: ...
+
+
+class Gateway(Protocol):
+    """What the use cases need from Stripe (``StripeGateway`` or ``FakeStripeGateway``)."""
+
+    def create_intent(self, payment: Payment) -> Intent: ...
+    def retrieve_intent(self, intent_id: str) -> Intent: ...
+    def cancel_intent(self, intent_id: str) -> Intent: ...
+    def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]: ...
+
+
+@dataclass(frozen=True)
+class CreatePayment:
+    """A validated ``POST /payments``."""
+
+    idempotency_key: str
+    money: Money
+    customer_email: str | None = None
+    description: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def request_hash(self) -> str:
+        """Hash of the canonical request: the same body gives the same hash."""
+        canonical = json.dumps(
+            {
+                "amount_minor": self.money.amount_minor,
+                "currency": self.money.currency,
+                "customer_email": self.customer_email,
+                "description": self.description,
+                "metadata": dict(self.metadata),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CreateOutcome(StrEnum):
+    CREATED = "created"  # 201: the intent exists
+    REPLAYED = "replayed"  # 201 again, same payment, nothing new made
+    PENDING = "pending"  # 202: stored, Stripe unreachable; the worker finishes later
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    outcome: CreateOutcome
+    payment: Payment
+    detail: str | None = None
+
+
+class PaymentService:
+    """The use cases, over any ``PaymentStore`` and ``Gateway``."""
+
+    def __init__(
+        self,
+        repo: PaymentStore,
+        gateway: Gateway,
+        *,
+        creation_lease_seconds: float = 120.0,
+    ) -> None:
+        self.repo = repo
+        self.gateway = gateway
+        # Longer than one create call may take (timeouts x retries + rate-limit wait).
+        self.creation_lease_seconds = creation_lease_seconds
+
+    # -- create -----------------------------------------------------------------------------
+
+    def create_payment(self, request: CreatePayment) -> CreateResult:
+        """Store the pending payment and create its intent, once per idempotency key.
+
+        Raises ``IdempotencyKeyReused`` (key reused with another body), ``CreationInProgress``
+        (a concurrent request with the key is still at Stripe), ``ProviderDeclined`` (Stripe
+        refused; the payment is now ``failed``).
+        """
+        request_hash = request.request_hash()
+        inserted = self.repo.insert_pending(
+            NewPayment(
+                id=uuid4(),
+                idempotency_key=request.idempotency_key,
+                request_hash=request_hash,
+                money=request.money,
+                customer_email=request.customer_email,
+                description=request.description,
+                metadata=dict(request.metadata),
+            )
+        )
+        payment = inserted.payment
+        if inserted.created:
+            log.info("payment stored", payment_id=str(payment.id), money=str(payment.money))
+            return self._create_intent(payment)
+
+        if payment.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                f"idempotency key {request.idempotency_key!r} was already used for payment "
+                f"{payment.id} with a different request body; use a new key for a new payment"
+            )
+        if payment.provider_payment_id is not None:
+            return CreateResult(CreateOutcome.REPLAYED, payment)
+        if payment.status is Status.FAILED:
+            # Stripe refused the first request: answer the same refusal again.
+            raise PaymentDeclined(
+                payment.failure_message or f"payment {payment.id} was declined",
+                payment=payment,
+                code=payment.failure_code,
+            )
+        if payment.status is not Status.PENDING:
+            return CreateResult(CreateOutcome.REPLAYED, payment)
+        claimed = self.repo.claim_creation(payment.id, lease_seconds=self.creation_lease_seconds)
+        if claimed is None:
+            latest = self.repo.get(payment.id) or payment
+            if latest.provider_payment_id is not None or latest.status is not Status.PENDING:
+                return CreateResult(CreateOutcome.REPLAYED, latest)
+            raise CreationInProgress(
+                f"a request with idempotency key {request.idempotency_key!r} is still creating "
+                f"payment {payment.id}; retry shortly",
+                retry_after_seconds=1,
+            )
+        return self._create_intent(claimed)
+
+    def finish_creation(self, payment_id: UUID) -> Payment | None:
+        """Create the intent of a pending payment that has none (for the worker).
+
+        Does nothing (returns the stored payment) when another process holds the creation or
+        the payment already has an intent. Returns None for an unknown id. Raises
+        ``RetryableError`` while Stripe is unreachable (try again later). A refusal from
+        Stripe marks the payment ``failed`` and returns it.
+        """
+        claimed = self.repo.claim_creation(payment_id, lease_seconds=self.creation_lease_seconds)
+        if claimed is None:
+            return self.repo.get(payment_id)
+        try:
+            result = self._create_intent(claimed)
+        except ProviderDeclined:
+            return self.repo.get(payment_id)
+        if result.outcome is CreateOutcome.PENDING:
+            raise RetryableError(result.detail or f"payment {payment_id}: Stripe unavailable")
+        return result.payment
+
+    def _create_intent(self, payment: Payment) -> CreateResult:
+        """Called only by the holder of the creation claim."""
+        try:
+            intent = self.gateway.create_intent(payment)
+        except RetryableError as exc:
+            # Our call is over: let the next attempt (client retry or worker) claim at once.
+            self.repo.release_creation(payment.id)
+            log.warning("intent creation deferred", payment_id=str(payment.id), error=str(exc))
+            detail = (
+                f"payment {payment.id} is stored as pending but Stripe could not be reached "
+                f"({exc}); it will be completed automatically, or retry with the same "
+                "Idempotency-Key"
+            )
+            return CreateResult(CreateOutcome.PENDING, payment, detail)
+        except ProviderDeclined as exc:
+            result = self.repo.transition(
+                payment.id,
+                Status.FAILED,
+                source=Source.API,
+                failure_code=exc.code or "provider_declined",
+                failure_message=str(exc),
+            )
+            log.info(
+                "payment declined at creation",
+                payment_id=str(payment.id),
+                code=exc.code,
+                field=exc.field,
+            )
+            raise PaymentDeclined(
+                str(exc), payment=result.payment or payment, code=exc.code, field=exc.field
+            ) from exc
+        stored = self.repo.attach_intent(
+            payment.id,
+            provider_payment_id=intent.id,
+            provider_status=intent.status,
+            client_secret=intent.client_secret,
+        )
+        return CreateResult(CreateOutcome.CREATED, stored)
+
+    # -- cancel -----------------------------------------------------------------------------
+
+    def cancel(self, payment_id: UUID) -> Payment:
+        """Cancel on Stripe, then the guarded transition to ``canceled`` (idempotent)."""
+        payment = self.repo.get(payment_id)
+        if payment is None:
+            raise NotFound(f"payment {payment_id} does not exist")
+        if payment.status is Status.CANCELED:
+            return payment
+        if payment.status.is_final:
+            raise TransitionRefused(
+                f"payment {payment_id} is already {payment.status.value}; it cannot be canceled"
+            )
+        provider_status: str | None = None
+        # Without an intent, hold the creation so none appears for a canceled payment.
+        if payment.provider_payment_id is None and not self.repo.claim_creation(
+            payment_id, lease_seconds=self.creation_lease_seconds
+        ):
+            latest = self.repo.get(payment_id) or payment
+            if latest.provider_payment_id is None:
+                raise CreationInProgress(
+                    f"payment {payment_id} is being created at Stripe right now; retry "
+                    "the cancel shortly",
+                    retry_after_seconds=1,
+                )
+            payment = latest
+        if payment.provider_payment_id is not None:
+            try:
+                intent = self.gateway.cancel_intent(payment.provider_payment_id)
+            except ProviderDeclined:
+                # Stripe would not cancel (e.g. it already succeeded): record what it says.
+                intent = self.gateway.retrieve_intent(payment.provider_payment_id)
+                self._apply_intent(payment_id, intent, Source.API)
+                current = self.repo.get(payment_id) or payment
+                if current.status is Status.CANCELED:
+                    return current
+                raise TransitionRefused(
+                    f"payment {payment_id} cannot be canceled: its PaymentIntent "
+                    f"{intent.id} is {intent.status} at Stripe (payment is "
+                    f"{current.status.value})"
+                ) from None
+            provider_status = intent.status
+        result = self.repo.transition(
+            payment_id, Status.CANCELED, source=Source.API, provider_status=provider_status
+        )
+        if result.outcome is TransitionOutcome.REFUSED and result.payment is not None:
+            raise TransitionRefused(
+                f"payment {payment_id} is already {result.payment.status.value}; it cannot be "
+                "canceled"
+            )
+        if result.payment is None:
+            raise NotFound(f"payment {payment_id} does not exist")
+        return result.payment
+
+    def _apply_intent(self, payment_id: UUID, intent: Intent, source: Source) -> TransitionResult:
+        target = intent.outcome()
+        if target is None:
+            payment = self.repo.set_provider_status(payment_id, intent.status)
+            return TransitionResult(TransitionOutcome.NOOP, payment, None)
+        return self.repo.transition(
+            payment_id,
+            target,
+            source=source,
+            provider_status=intent.status,
+            failure_code=intent.failure_code,
+            failure_message=intent.failure_message,
+        )
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    def apply_webhook_event(
+        self, event: ProviderEvent, payload: Mapping[str, Any]
+    ) -> WebhookResult:
+        """Store the event in the inbox and apply it, once per Stripe event id."""
+        intent = event.intent
+        handled = event.type in WEBHOOK_TARGETS and intent is not None
+        payment_uuid: UUID | None = None
+        if intent is not None and intent.payment_id:
+            try:
+                payment_uuid = UUID(intent.payment_id)
+            except ValueError:
+                payment_uuid = None
+        result = self.repo.apply_webhook(
+            event_id=event.id,
+            event_type=event.type,
+            payload=payload,
+            payment_id=payment_uuid if handled else None,
+            provider_payment_id=intent.id if handled and intent else None,
+            to=WEBHOOK_TARGETS.get(event.type) if handled else None,
+            provider_status=intent.status if handled and intent else None,
+            failure_code=intent.failure_code if intent else None,
+            failure_message=intent.failure_message if intent else None,
+        )
+        log.info(
+            "webhook event",
+            event_id=event.id,
+            event_type=event.type,
+            outcome=result.outcome,
+            duplicate=result.duplicate,
+            payment_id=str(result.payment.id) if result.payment else intent and intent.payment_id,
+        )
+        return result
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, payment_id: UUID) -> Payment:
+        payment = self.repo.get_for_read(payment_id)
+        if payment is None:
+            raise NotFound(f"payment {payment_id} does not exist")
+        return payment
+
+    def list(
+        self, *, status: Status | None, limit: int, after: PageCursor | None
+    ) -> tuple[list[Payment], PageCursor | None]:
+        return self.repo.list_page(status=status, limit=limit, after=after)

@@ -1,0 +1,441 @@
+"""In-memory fakes of the repository and the Stripe gateway, for unit tests and benchmarks.
+
+They follow the same rules as the real adapters (guarded transitions, one intent per creation
+claim, webhook inbox dedupe) so tests written against them say something about production.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from payments.errors import Conflict, NotFound, ProviderDeclined, RetryableError
+from payments.model import Payment
+from payments.repository import (
+    AuditEvent,
+    InsertResult,
+    NewPayment,
+    PageCursor,
+    TransitionOutcome,
+    TransitionResult,
+    WebhookResult,
+)
+from payments.status import Source, Status, can_transition
+from payments.stripe_gateway import Intent, ProviderEvent
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FakePaymentRepository:
+    """A ``PaymentStore`` in a dict, thread-safe, with the real repository's rules."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.payments: dict[UUID, Payment] = {}
+        self.claims: dict[UUID, datetime | None] = {}
+        self.audit: list[AuditEvent] = []
+        self.inbox: dict[str, dict[str, Any]] = {}
+        self.cursors: dict[str, str] = {}
+        self._ids = itertools.count(1)
+        self._tick = itertools.count()
+
+    def _stamp(self) -> datetime:
+        # Strictly increasing timestamps keep keyset pagination deterministic.
+        return _now() + timedelta(microseconds=next(self._tick))
+
+    # reads
+    def get(self, payment_id: UUID) -> Payment | None:
+        with self._lock:
+            return self.payments.get(payment_id)
+
+    def get_for_read(self, payment_id: UUID) -> Payment | None:
+        return self.get(payment_id)
+
+    def get_by_key(self, idempotency_key: str) -> Payment | None:
+        with self._lock:
+            return next(
+                (p for p in self.payments.values() if p.idempotency_key == idempotency_key), None
+            )
+
+    def get_by_provider_id(self, provider_payment_id: str) -> Payment | None:
+        with self._lock:
+            return next(
+                (p for p in self.payments.values() if p.provider_payment_id == provider_payment_id),
+                None,
+            )
+
+    def events(self, payment_id: UUID) -> list[AuditEvent]:
+        with self._lock:
+            return [e for e in self.audit if e.payment_id == payment_id]
+
+    def list_page(
+        self, *, status: Status | None = None, limit: int = 50, after: PageCursor | None = None
+    ) -> tuple[list[Payment], PageCursor | None]:
+        with self._lock:
+            rows = sorted(self.payments.values(), key=lambda p: (p.created_at, p.id))
+        if status is not None:
+            rows = [p for p in rows if p.status is status]
+        if after is not None:
+            rows = [p for p in rows if (p.created_at, p.id) > (after.created_at, after.id)]
+        page = rows[:limit]
+        cursor = PageCursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
+        return page, cursor
+
+    def count_by_status(self) -> dict[Status, int]:
+        counts = {s: 0 for s in Status}
+        with self._lock:
+            for p in self.payments.values():
+                counts[p.status] += 1
+        return counts
+
+    def pending_without_intent(
+        self, *, older_than_seconds: float = 60.0, limit: int = 100
+    ) -> list[Payment]:
+        cutoff = _now() - timedelta(seconds=older_than_seconds)
+        with self._lock:
+            rows = [
+                p
+                for p in self.payments.values()
+                if p.status is Status.PENDING
+                and p.provider_payment_id is None
+                and p.created_at < cutoff
+            ]
+        return sorted(rows, key=lambda p: (p.created_at, p.id))[:limit]
+
+    def ping(self, *, replica: bool = False) -> None:
+        return None
+
+    # writes
+    def insert_pending(self, new: NewPayment) -> InsertResult:
+        with self._lock:
+            existing = self.get_by_key(new.idempotency_key)
+            if existing is not None:
+                return InsertResult(existing, False, self.claims.get(existing.id))
+            now = self._stamp()
+            payment = Payment(
+                id=new.id,
+                idempotency_key=new.idempotency_key,
+                request_hash=new.request_hash,
+                money=new.money,
+                status=Status.PENDING,
+                version=1,
+                created_at=now,
+                updated_at=now,
+                customer_email=new.customer_email,
+                description=new.description,
+                metadata=dict(new.metadata or {}),
+            )
+            self.payments[payment.id] = payment
+            self.claims[payment.id] = now
+            return InsertResult(payment, True, now)
+
+    def _bump(self, payment: Payment, **changes: Any) -> Payment:
+        updated = replace(payment, version=payment.version + 1, updated_at=self._stamp(), **changes)
+        self.payments[payment.id] = updated
+        return updated
+
+    def claim_creation(self, payment_id: UUID, *, lease_seconds: float = 60.0) -> Payment | None:
+        with self._lock:
+            payment = self.payments.get(payment_id)
+            if payment is None or payment.status is not Status.PENDING:
+                return None
+            if payment.provider_payment_id is not None:
+                return None
+            claimed = self.claims.get(payment_id)
+            if claimed is not None and claimed > _now() - timedelta(seconds=lease_seconds):
+                return None
+            self.claims[payment_id] = _now()
+            return self._bump(payment)
+
+    def release_creation(self, payment_id: UUID) -> None:
+        with self._lock:
+            payment = self.payments.get(payment_id)
+            held = self.claims.get(payment_id) is not None
+            if payment is not None and payment.provider_payment_id is None and held:
+                self.claims[payment_id] = None
+                self._bump(payment)
+
+    def transition(
+        self,
+        payment_id: UUID,
+        to: Status,
+        *,
+        source: Source,
+        provider_status: str | None = None,
+        provider_event_id: str | None = None,
+        failure_code: str | None = None,
+        failure_message: str | None = None,
+    ) -> TransitionResult:
+        with self._lock:
+            payment = self.payments.get(payment_id)
+            if payment is None:
+                return TransitionResult(TransitionOutcome.NOT_FOUND, None, None)
+            if payment.status is to:
+                if provider_status is not None and provider_status != payment.provider_status:
+                    payment = self._bump(payment, provider_status=provider_status)
+                return TransitionResult(TransitionOutcome.NOOP, payment, payment.status)
+            if not can_transition(payment.status, to):
+                return TransitionResult(TransitionOutcome.REFUSED, payment, payment.status)
+            previous = payment.status
+            changes: dict[str, Any] = {"status": to}
+            if provider_status is not None:
+                changes["provider_status"] = provider_status
+            if to is Status.FAILED:
+                changes["failure_code"] = failure_code or payment.failure_code
+                changes["failure_message"] = failure_message or payment.failure_message
+            updated = self._bump(payment, **changes)
+            self.audit.append(
+                AuditEvent(
+                    id=next(self._ids),
+                    payment_id=payment_id,
+                    from_status=previous,
+                    to_status=to,
+                    source=source,
+                    provider_event_id=provider_event_id,
+                    version=updated.version,
+                    created_at=updated.updated_at,
+                )
+            )
+            return TransitionResult(TransitionOutcome.APPLIED, updated, previous)
+
+    def set_provider_status(self, payment_id: UUID, provider_status: str) -> Payment | None:
+        with self._lock:
+            payment = self.payments.get(payment_id)
+            if payment is None or payment.provider_status == provider_status:
+                return payment
+            return self._bump(payment, provider_status=provider_status)
+
+    def attach_intent(
+        self,
+        payment_id: UUID,
+        *,
+        provider_payment_id: str,
+        provider_status: str,
+        client_secret: str | None,
+    ) -> Payment:
+        with self._lock:
+            payment = self.payments.get(payment_id)
+            if payment is None:
+                raise NotFound(
+                    f"payment {payment_id} does not exist; cannot attach intent "
+                    f"{provider_payment_id}"
+                )
+            if payment.provider_payment_id not in (None, provider_payment_id):
+                raise Conflict(
+                    f"payment {payment_id} already has intent {payment.provider_payment_id}; "
+                    f"refusing to attach {provider_payment_id}"
+                )
+            return self._bump(
+                payment,
+                provider_payment_id=provider_payment_id,
+                provider_status=provider_status,
+                client_secret=client_secret or payment.client_secret,
+            )
+
+    def apply_webhook(
+        self,
+        *,
+        event_id: str,
+        event_type: str,
+        payload: Mapping[str, Any],
+        payment_id: UUID | None,
+        provider_payment_id: str | None,
+        to: Status | None,
+        provider_status: str | None,
+        failure_code: str | None = None,
+        failure_message: str | None = None,
+    ) -> WebhookResult:
+        with self._lock:
+            if event_id in self.inbox:
+                return WebhookResult(duplicate=True, outcome="duplicate")
+            self.inbox[event_id] = {"type": event_type, "payload": dict(payload)}
+            found = self.payments.get(payment_id) if payment_id else None
+            if found is None and provider_payment_id:
+                found = self.get_by_provider_id(provider_payment_id)
+            if found is None:
+                outcome = "unknown_payment" if (payment_id or provider_payment_id) else "ignored"
+                if to is None and provider_status is None:
+                    outcome = "ignored"
+                self.inbox[event_id]["outcome"] = outcome
+                return WebhookResult(duplicate=False, outcome=outcome)
+            if to is not None:
+                result = self.transition(
+                    found.id,
+                    to,
+                    source=Source.WEBHOOK,
+                    provider_status=provider_status,
+                    provider_event_id=event_id,
+                    failure_code=failure_code,
+                    failure_message=failure_message,
+                )
+                self.inbox[event_id]["outcome"] = result.outcome.value
+                return WebhookResult(False, result.outcome.value, result.payment, result)
+            if provider_status is not None and not found.status.is_final:
+                updated = self.set_provider_status(found.id, provider_status)
+                outcome = "provider_status" if updated is not found else "noop"
+                return WebhookResult(False, outcome, updated)
+            return WebhookResult(False, "ignored", found)
+
+    def get_cursor(self, name: str) -> str | None:
+        with self._lock:
+            return self.cursors.get(name)
+
+    def set_cursor(self, name: str, value: str) -> None:
+        with self._lock:
+            self.cursors[name] = value
+
+
+@dataclass
+class _FakeIntent:
+    id: str
+    status: str
+    amount: int
+    currency: str
+    client_secret: str
+    metadata: dict[str, str]
+    created: int
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+    def freeze(self) -> Intent:
+        return Intent(
+            id=self.id,
+            status=self.status,
+            amount=self.amount,
+            currency=self.currency,
+            client_secret=self.client_secret,
+            payment_id=self.metadata.get("payment_id"),
+            failure_code=self.failure_code,
+            failure_message=self.failure_message,
+            created=self.created,
+        )
+
+
+class FakeStripeGateway:
+    """A stateful Stripe with PaymentIntents and events; counts calls.
+
+    Set ``fail_with`` to an exception to make every call raise it (e.g. ``RetryableError``),
+    or ``fail_next`` to fail only the next N calls. Idempotency keys are honoured like
+    Stripe's: the same key returns the same intent.
+    """
+
+    def __init__(self, *, honour_idempotency: bool = True) -> None:
+        # localstripe ignores Idempotency-Key; False makes the fake do the same.
+        self.honour_idempotency = honour_idempotency
+        self._lock = threading.Lock()
+        self.intents: dict[str, _FakeIntent] = {}
+        self.by_key: dict[str, str] = {}
+        self.events: list[ProviderEvent] = []
+        self.calls = 0
+        self.fail_with: Exception | None = None
+        self.fail_next = 0
+        self.latency_seconds = 0.0
+
+    def _call(self) -> None:
+        with self._lock:
+            self.calls += 1
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise self.fail_with or RetryableError("fake Stripe: unavailable")
+            if self.fail_with is not None:
+                raise self.fail_with
+        if self.latency_seconds:
+            time.sleep(self.latency_seconds)
+
+    def _emit(self, kind: str, intent: _FakeIntent) -> None:
+        self.events.append(
+            ProviderEvent(
+                id=f"evt_{secrets.token_hex(8)}",
+                type=kind,
+                created=int(time.time()),
+                intent=intent.freeze(),
+            )
+        )
+
+    def create_intent(self, payment: Payment) -> Intent:
+        self._call()
+        with self._lock:
+            existing = self.by_key.get(payment.idempotency_key)
+            if existing is not None and self.honour_idempotency:
+                return self.intents[existing].freeze()
+            ident = f"pi_{secrets.token_hex(8)}"
+            intent = _FakeIntent(
+                id=ident,
+                status="requires_payment_method",
+                amount=payment.amount_minor,
+                currency=payment.currency,
+                client_secret=f"{ident}_secret_{secrets.token_hex(6)}",
+                metadata={**payment.metadata, "payment_id": str(payment.id)},
+                created=int(time.time()),
+            )
+            self.intents[ident] = intent
+            self.by_key[payment.idempotency_key] = ident
+            return intent.freeze()
+
+    def _get(self, intent_id: str) -> _FakeIntent:
+        intent = self.intents.get(intent_id)
+        if intent is None:
+            raise ProviderDeclined(
+                f"no such PaymentIntent: {intent_id!r}", code="resource_missing", field="intent"
+            )
+        return intent
+
+    def retrieve_intent(self, intent_id: str) -> Intent:
+        self._call()
+        with self._lock:
+            return self._get(intent_id).freeze()
+
+    def cancel_intent(self, intent_id: str) -> Intent:
+        self._call()
+        with self._lock:
+            intent = self._get(intent_id)
+            if intent.status in ("succeeded", "canceled"):
+                raise ProviderDeclined(
+                    f"You cannot cancel this PaymentIntent because it has a status of "
+                    f"{intent.status}.",
+                    code="payment_intent_unexpected_state",
+                )
+            intent.status = "canceled"
+            self._emit("payment_intent.canceled", intent)
+            return intent.freeze()
+
+    def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]:
+        self._call()
+        with self._lock:
+            found = [e for e in self.events if e.type == event_type and e.created > created_gt]
+        yield from reversed(found)
+
+    # test helpers: what a customer does on Stripe's side
+    def succeed(self, intent_id: str) -> ProviderEvent:
+        with self._lock:
+            intent = self._get(intent_id)
+            intent.status = "succeeded"
+            intent.failure_code = intent.failure_message = None
+            self._emit("payment_intent.succeeded", intent)
+            return self.events[-1]
+
+    def decline(self, intent_id: str, code: str = "card_declined") -> ProviderEvent:
+        with self._lock:
+            intent = self._get(intent_id)
+            intent.status = "requires_payment_method"
+            intent.failure_code = code
+            intent.failure_message = "Your card was declined."
+            self._emit("payment_intent.payment_failed", intent)
+            return self.events[-1]
+
+    def intents_for(self, payment_id: UUID) -> list[Intent]:
+        with self._lock:
+            return [
+                i.freeze()
+                for i in self.intents.values()
+                if i.metadata.get("payment_id") == str(payment_id)
+            ]

@@ -1,0 +1,235 @@
+"""The Flask app in-process against the real PostgreSQL and localstripe."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from uuid import UUID, uuid4
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api import create_app
+from payments.repository import PaymentRepository
+from payments.service import PaymentService
+from payments.settings import Settings
+from payments.stripe_gateway import StripeGateway
+from tests import support_api
+
+pytestmark = pytest.mark.integration
+BODY = {
+    "amount_minor": 4200,
+    "currency": "usd",
+    "description": "integration",
+    "metadata": {"suite": "api"},
+}
+
+
+@pytest.fixture(scope="module")
+def s() -> Settings:
+    return support_api.settings()
+
+
+@pytest.fixture(scope="module")
+def repo(s: Settings) -> Iterator[PaymentRepository]:
+    repository, pool = support_api.repository(s)
+    yield repository
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def app(s: Settings, repo: PaymentRepository) -> Flask:
+    return create_app(s)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def localstripe(s: Settings) -> support_api.LocalStripe:
+    return support_api.LocalStripe(s)
+
+
+def test_create_replay_and_reuse(
+    client: FlaskClient, repo: PaymentRepository, localstripe: support_api.LocalStripe
+) -> None:
+    key = f"it-{uuid4()}"
+    first = client.post("/payments", json=BODY, headers={"Idempotency-Key": key})
+    assert first.status_code == 201, first.json
+    payment_id = first.json["id"]
+    assert first.json["client_secret"]
+    again = client.post("/payments", json=BODY, headers={"Idempotency-Key": key})
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json["client_secret"] == first.json["client_secret"]
+    other = client.post(
+        "/payments", json={**BODY, "amount_minor": 1}, headers={"Idempotency-Key": key}
+    )
+    assert other.status_code == 422
+    intents = localstripe.intents_for(payment_id)
+    assert [i["id"] for i in intents] == [first.json["provider_payment_id"]]
+    assert intents[0]["amount"] == 4200
+    stored = repo.get(UUID(payment_id))
+    assert stored is not None and stored.client_secret == first.json["client_secret"]
+    got = client.get(f"/payments/{payment_id}")
+    assert got.status_code == 200 and got.json["provider_payment_id"] == intents[0]["id"]
+
+
+def test_200_concurrent_posts_with_one_key_make_one_row_and_one_intent(
+    app: Flask, repo: PaymentRepository, localstripe: support_api.LocalStripe
+) -> None:
+    key = f"burst-{uuid4()}"
+    statuses: list[int] = []
+    ids: set[str] = set()
+    replayed: list[bool] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(200)
+    with support_api.serve(app) as base:
+
+        def post() -> None:
+            barrier.wait()
+            r = requests.post(
+                f"{base}/payments", json=BODY, timeout=60, headers={"Idempotency-Key": key}
+            )
+            with lock:
+                statuses.append(r.status_code)
+                if r.status_code == 201:
+                    ids.add(r.json()["id"])
+                    replayed.append(r.headers.get("Idempotent-Replayed") == "true")
+                else:
+                    assert r.status_code == 409, r.text
+                    assert r.headers["Retry-After"]
+
+        threads = [threading.Thread(target=post) for _ in range(200)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(statuses) == 200
+    assert set(statuses) <= {201, 409}
+    assert len(ids) == 1
+    assert replayed.count(False) == 1  # exactly one request created it
+    (payment_id,) = ids
+    stored = repo.get_by_key(key)
+    assert stored is not None and str(stored.id) == payment_id
+    with repo.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM payments WHERE idempotency_key = %s", (key,)
+        ).fetchone()
+    assert rows == (1,)
+    assert len(localstripe.intents_for(payment_id)) == 1
+    print(
+        f"\n200 concurrent POSTs: {statuses.count(201)} x 201, {statuses.count(409)} x 409; "
+        "1 row, 1 intent"
+    )
+
+
+def test_stripe_unreachable_gives_202_then_worker_finishes(
+    s: Settings, repo: PaymentRepository, localstripe: support_api.LocalStripe
+) -> None:
+    down = s.model_copy(
+        update={
+            "stripe_api_base": f"http://127.0.0.1:{support_api.free_port()}",
+            "stripe_max_retries": 0,
+            "stripe_timeout_seconds": 2.0,
+        }
+    )
+    client = create_app(down).test_client()
+    key = f"down-{uuid4()}"
+    r = client.post("/payments", json=BODY, headers={"Idempotency-Key": key})
+    assert r.status_code == 202, r.json
+    assert r.json["status"] == "pending"
+    assert r.json["provider_payment_id"] is None
+    assert "Stripe could not be reached" in r.json["pending_reason"]
+    payment_id = UUID(r.json["id"])
+    service = PaymentService(repo, StripeGateway(s))
+    finished = service.finish_creation(payment_id)
+    assert finished is not None and finished.provider_payment_id
+    assert len(localstripe.intents_for(str(payment_id))) == 1
+    # The client retrying with its key now gets the finished payment, no new intent.
+    up = create_app(s).test_client()
+    replay = up.post("/payments", json=BODY, headers={"Idempotency-Key": key})
+    assert replay.status_code == 201
+    assert replay.json["provider_payment_id"] == finished.provider_payment_id
+    assert len(localstripe.intents_for(str(payment_id))) == 1
+
+
+def test_client_retry_after_202_creates_the_intent(
+    s: Settings, localstripe: support_api.LocalStripe
+) -> None:
+    down = s.model_copy(
+        update={
+            "stripe_api_base": f"http://127.0.0.1:{support_api.free_port()}",
+            "stripe_max_retries": 0,
+            "stripe_timeout_seconds": 2.0,
+        }
+    )
+    key = f"retry-{uuid4()}"
+    first = (
+        create_app(down)
+        .test_client()
+        .post("/payments", json=BODY, headers={"Idempotency-Key": key})
+    )
+    assert first.status_code == 202
+    second = (
+        create_app(s).test_client().post("/payments", json=BODY, headers={"Idempotency-Key": key})
+    )
+    assert second.status_code == 201
+    assert second.json["id"] == first.json["id"]
+    assert len(localstripe.intents_for(first.json["id"])) == 1
+
+
+def test_cancel_cancels_the_intent_on_stripe(
+    client: FlaskClient, localstripe: support_api.LocalStripe
+) -> None:
+    created = client.post("/payments", json=BODY, headers={"Idempotency-Key": f"c-{uuid4()}"}).json
+    r = client.post(f"/payments/{created['id']}/cancel")
+    assert r.status_code == 200
+    assert r.json["status"] == "canceled"
+    (intent,) = localstripe.intents_for(created["id"])
+    assert intent["status"] == "canceled"
+    assert client.post(f"/payments/{created['id']}/cancel").json["status"] == "canceled"
+
+
+def test_list_pages_by_status(client: FlaskClient) -> None:
+    made = [
+        client.post("/payments", json=BODY, headers={"Idempotency-Key": f"l-{uuid4()}"}).json["id"]
+        for _ in range(3)
+    ]
+    seen: list[str] = []
+    after = None
+    while True:
+        query = {"status": "pending", "limit": 50, **({"after": after} if after else {})}
+        page = client.get("/payments", query_string=query).json
+        assert all(p["status"] == "pending" for p in page["data"])
+        seen += [p["id"] for p in page["data"]]
+        after = page["next"]
+        if not after:
+            break
+    assert set(made) <= set(seen)
+
+
+def test_health_ready_and_metrics(client: FlaskClient) -> None:
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.json
+    assert set(ready.json["checks"]) == {"primary", "replicas"}
+    text = client.get("/metrics").data.decode()
+    assert "payments_by_status" in text
+    assert 'stripe_calls_total{operation="create_intent",outcome="ok"}' in text
+
+
+def test_readyz_reports_a_dead_replica(s: Settings) -> None:
+    dead = s.model_copy(
+        update={
+            "database_read_url": f"postgresql://payments:payments@127.0.0.1:"
+            f"{support_api.free_port()}/payments"
+        }
+    )
+    r = create_app(dead).test_client().get("/readyz")
+    assert r.status_code == 503
+    assert "unreachable" in r.json["checks"]["replicas"]

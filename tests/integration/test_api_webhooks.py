@@ -1,0 +1,252 @@
+"""Signed webhooks against the real database: duplicate, out of order, bad signature, stale."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from flask.testing import FlaskClient
+
+from api import create_app
+from payments.repository import PaymentRepository
+from payments.settings import Settings
+from payments.status import Source, Status
+from tests import support_api
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def s() -> Settings:
+    return support_api.settings()
+
+
+@pytest.fixture(scope="module")
+def repo(s: Settings) -> Iterator[PaymentRepository]:
+    repository, pool = support_api.repository(s)
+    yield repository
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def client(s: Settings, repo: PaymentRepository) -> FlaskClient:
+    return create_app(s).test_client()
+
+
+@pytest.fixture
+def payment(client: FlaskClient) -> dict[str, Any]:
+    r = client.post(
+        "/payments",
+        json={"amount_minor": 1000, "currency": "usd"},
+        headers={"Idempotency-Key": f"wh-{uuid4()}"},
+    )
+    assert r.status_code == 201, r.json
+    body: dict[str, Any] = r.json
+    return body
+
+
+def deliver(
+    client: FlaskClient,
+    s: Settings,
+    raw: bytes,
+    *,
+    secret: str | None = None,
+    at: int | None = None,
+) -> Any:
+    header = support_api.sign(raw, secret or s.stripe_webhook_secret, at=at)
+    return client.post(
+        "/webhooks/stripe",
+        data=raw,
+        content_type="application/json",
+        headers={"Stripe-Signature": header},
+    )
+
+
+def inbox(repo: PaymentRepository, event_id: str) -> list[tuple[Any, ...]]:
+    with repo.pool.connection() as conn:
+        return conn.execute(
+            "SELECT event_id, type, payment_id, outcome FROM webhook_events WHERE event_id = %s",
+            (event_id,),
+        ).fetchall()
+
+
+def stored_status(repo: PaymentRepository, payment_id: str) -> str | None:
+    """The status on the primary: what the webhook wrote, free of replica lag."""
+    stored = repo.get(UUID(payment_id))
+    return None if stored is None else stored.status
+
+
+def trail(repo: PaymentRepository, payment_id: str) -> list[tuple[Any, ...]]:
+    return [
+        (e.from_status, e.to_status, e.source, e.provider_event_id)
+        for e in repo.events(UUID(payment_id))
+    ]
+
+
+def test_redelivered_event_is_acknowledged_without_effect(
+    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+) -> None:
+    event_id = f"evt_{uuid4().hex}"
+    raw = support_api.intent_event(
+        event_id,
+        "payment_intent.succeeded",
+        intent_id=payment["provider_payment_id"],
+        payment_id=payment["id"],
+        status="succeeded",
+    )
+    first = deliver(client, s, raw)
+    assert (first.status_code, first.json) == (200, {"status": "processed", "outcome": "applied"})
+    second = deliver(client, s, raw)
+    assert (second.status_code, second.json["status"]) == (200, "duplicate")
+    assert trail(repo, payment["id"]) == [
+        (Status.PENDING, Status.SUCCEEDED, Source.WEBHOOK, event_id)
+    ]
+    assert inbox(repo, event_id) == [
+        (event_id, "payment_intent.succeeded", UUID(payment["id"]), "applied")
+    ]
+
+
+def test_older_event_after_newer_never_leaves_final_status(
+    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+) -> None:
+    now = int(time.time())
+    older = support_api.intent_event(
+        f"evt_old_{uuid4().hex}",
+        "payment_intent.payment_failed",
+        intent_id=payment["provider_payment_id"],
+        payment_id=payment["id"],
+        status="requires_payment_method",
+        created=now - 60,
+        error={"code": "card_declined", "message": "Your card was declined."},
+    )
+    newer_id = f"evt_new_{uuid4().hex}"
+    newer = support_api.intent_event(
+        newer_id,
+        "payment_intent.succeeded",
+        intent_id=payment["provider_payment_id"],
+        payment_id=payment["id"],
+        status="succeeded",
+        created=now,
+    )
+    assert deliver(client, s, newer).json["outcome"] == "applied"
+    late = deliver(client, s, older)
+    assert (late.status_code, late.json["outcome"]) == (200, "refused")
+    assert stored_status(repo, payment["id"]) == "succeeded"
+    assert trail(repo, payment["id"]) == [
+        (Status.PENDING, Status.SUCCEEDED, Source.WEBHOOK, newer_id)
+    ]
+
+
+def test_failed_then_succeeded_records_both(
+    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+) -> None:
+    failed_id, ok_id = f"evt_{uuid4().hex}", f"evt_{uuid4().hex}"
+    deliver(
+        client,
+        s,
+        support_api.intent_event(
+            failed_id,
+            "payment_intent.payment_failed",
+            intent_id=payment["provider_payment_id"],
+            payment_id=payment["id"],
+            status="requires_payment_method",
+            error={"code": "card_declined", "message": "Your card was declined."},
+        ),
+    )
+    stored = repo.get(UUID(payment["id"]))
+    assert stored is not None
+    assert (stored.status, stored.failure_code) == (Status.FAILED, "card_declined")
+    deliver(
+        client,
+        s,
+        support_api.intent_event(
+            ok_id,
+            "payment_intent.succeeded",
+            intent_id=payment["provider_payment_id"],
+            payment_id=payment["id"],
+            status="succeeded",
+        ),
+    )
+    assert trail(repo, payment["id"]) == [
+        (Status.PENDING, Status.FAILED, Source.WEBHOOK, failed_id),
+        (Status.FAILED, Status.SUCCEEDED, Source.WEBHOOK, ok_id),
+    ]
+
+
+def test_bad_signature_and_stale_timestamp_are_400_without_effect(
+    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+) -> None:
+    event_id = f"evt_{uuid4().hex}"
+    raw = support_api.intent_event(
+        event_id,
+        "payment_intent.succeeded",
+        intent_id=payment["provider_payment_id"],
+        payment_id=payment["id"],
+        status="succeeded",
+    )
+    forged = deliver(client, s, raw, secret="whsec_not_ours")
+    assert forged.status_code == 400
+    assert forged.content_type == "application/problem+json"
+    assert forged.json["errors"][0]["field"] == "Stripe-Signature"
+    stale = deliver(client, s, raw, at=int(time.time()) - s.stripe_webhook_tolerance_seconds - 30)
+    assert stale.status_code == 400
+    assert "timestamp" in stale.json["detail"].lower()
+    tampered = raw.replace(b'"succeeded"', b'"canceled"')
+    header = support_api.sign(raw, s.stripe_webhook_secret)
+    r = client.post(
+        "/webhooks/stripe",
+        data=tampered,
+        content_type="application/json",
+        headers={"Stripe-Signature": header},
+    )
+    assert r.status_code == 400
+    missing = client.post("/webhooks/stripe", data=raw, content_type="application/json")
+    assert missing.status_code == 400
+    assert inbox(repo, event_id) == []
+    assert trail(repo, payment["id"]) == []
+    assert stored_status(repo, payment["id"]) == "pending"
+
+
+def test_unknown_payment_and_unknown_type_are_acknowledged(
+    client: FlaskClient, s: Settings, repo: PaymentRepository
+) -> None:
+    unknown_id = f"evt_{uuid4().hex}"
+    raw = support_api.intent_event(
+        unknown_id,
+        "payment_intent.succeeded",
+        intent_id=f"pi_{uuid4().hex}",
+        payment_id=str(uuid4()),
+        status="succeeded",
+    )
+    r = deliver(client, s, raw)
+    assert (r.status_code, r.json["outcome"]) == (200, "unknown_payment")
+    other_id = f"evt_{uuid4().hex}"
+    charge = (
+        b'{"id": "' + other_id.encode() + b'", "object": "event", "type": '
+        b'"charge.refunded", "created": 1, "data": {"object": {"id": "ch_1", '
+        b'"object": "charge"}}}'
+    )
+    r = deliver(client, s, charge)
+    assert (r.status_code, r.json["outcome"]) == (200, "ignored")
+    assert inbox(repo, unknown_id)[0][3] == "unknown_payment"
+    assert inbox(repo, other_id)[0][3] == "ignored"
+
+
+def test_requires_action_updates_stripe_status_only(
+    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+) -> None:
+    raw = support_api.intent_event(
+        f"evt_{uuid4().hex}",
+        "payment_intent.requires_action",
+        intent_id=payment["provider_payment_id"],
+        payment_id=payment["id"],
+        status="requires_action",
+    )
+    assert deliver(client, s, raw).json["outcome"] == "provider_status"
+    got = repo.get(UUID(payment["id"]))
+    assert got is not None
+    assert (got.status, got.provider_status) == ("pending", "requires_action")
+    assert trail(repo, payment["id"]) == []

@@ -1,0 +1,153 @@
+"""Helpers for the API's integration and end-to-end tests (real PostgreSQL, localstripe)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+from flask import Flask
+from psycopg_pool import ConnectionPool
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from payments.db import make_pool
+from payments.migrate import migrate
+from payments.repository import PaymentRepository
+from payments.settings import Settings
+
+
+def settings(**overrides: Any) -> Settings:
+    """The stack's settings (environment / .env / local defaults), with overrides."""
+    return Settings(**overrides)
+
+
+def primary_pool(s: Settings) -> ConnectionPool:
+    migrate(s.database_url)
+    return make_pool(s.database_url, s, name="tests", wait=True, max_size=20)
+
+
+def repository(s: Settings) -> tuple[PaymentRepository, ConnectionPool]:
+    pool = primary_pool(s)
+    return PaymentRepository(pool), pool
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(app: Flask) -> Iterator[str]:
+    """Run ``app`` on a threaded werkzeug server on a free port; yield its base URL."""
+    port = free_port()
+    server: BaseWSGIServer = make_server("127.0.0.1", port, app, threaded=True)
+    server.socket.listen(256)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def sign(payload: bytes, secret: str, *, at: int | None = None) -> str:
+    """A Stripe-Signature header for ``payload`` (HMAC-SHA256 over "<t>.<body>")."""
+    ts = int(time.time()) if at is None else at
+    mac = hmac.new(secret.encode(), f"{ts}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={mac}"
+
+
+def intent_event(
+    event_id: str,
+    kind: str,
+    *,
+    intent_id: str,
+    payment_id: str,
+    status: str,
+    created: int | None = None,
+    error: dict[str, str] | None = None,
+) -> bytes:
+    obj: dict[str, Any] = {
+        "id": intent_id,
+        "object": "payment_intent",
+        "status": status,
+        "amount": 1000,
+        "currency": "usd",
+        "metadata": {"payment_id": payment_id},
+        "last_payment_error": error,
+    }
+    body = {
+        "id": event_id,
+        "object": "event",
+        "type": kind,
+        "created": created or int(time.time()),
+        "data": {"object": obj},
+    }
+    return json.dumps(body).encode()
+
+
+class LocalStripe:
+    """Just enough of localstripe's API for tests: intents by metadata, paying with a card."""
+
+    def __init__(self, s: Settings) -> None:
+        self.base = s.stripe_api_base.rstrip("/")
+        self.session = requests.Session()
+        self.session.auth = (s.stripe_secret_key, "")
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        response = self.session.request(method, self.base + path, timeout=10, **kw)
+        return response.status_code, response.json()
+
+    def intents_for(self, payment_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            status, page = self._call("GET", "/v1/payment_intents", params=params)
+            assert status == 200, page
+            found += [
+                i for i in page["data"] if (i.get("metadata") or {}).get("payment_id") == payment_id
+            ]
+            if not page.get("has_more") or not page["data"]:
+                return found
+            params["starting_after"] = page["data"][-1]["id"]
+
+    def pay(self, intent_id: str, card_number: str) -> tuple[int, dict[str, Any]]:
+        """Attach a card to the intent and confirm it, as a browser would."""
+        status, pm = self._call(
+            "POST",
+            "/v1/payment_methods",
+            data={
+                "type": "card",
+                "card[number]": card_number,
+                "card[exp_month]": "12",
+                "card[exp_year]": "2034",
+                "card[cvc]": "123",
+            },
+        )
+        assert status == 200, pm
+        status, updated = self._call(
+            "POST", f"/v1/payment_intents/{intent_id}", data={"payment_method": pm["id"]}
+        )
+        assert status == 200, updated
+        return self._call("POST", f"/v1/payment_intents/{intent_id}/confirm")
+
+
+def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll until ``predicate()`` is truthy; return it, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")

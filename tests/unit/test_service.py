@@ -1,0 +1,280 @@
+"""Use cases over the in-memory fakes: idempotency, Stripe outages, declines, webhooks, cancel."""
+
+import threading
+from uuid import uuid4
+
+import pytest
+
+from payments.errors import NotFound, ProviderDeclined, RetryableError, TransitionRefused
+from payments.money import Money
+from payments.service import (
+    CreateOutcome,
+    CreatePayment,
+    CreationInProgress,
+    IdempotencyKeyReused,
+    PaymentDeclined,
+    PaymentService,
+)
+from payments.status import Source, Status
+from payments.stripe_gateway import ProviderEvent
+from payments.testing import FakePaymentRepository, FakeStripeGateway
+
+
+@pytest.fixture
+def repo() -> FakePaymentRepository:
+    return FakePaymentRepository()
+
+
+@pytest.fixture
+def stripe() -> FakeStripeGateway:
+    # Like localstripe: the one-intent guarantee must come from our own logic.
+    return FakeStripeGateway(honour_idempotency=False)
+
+
+@pytest.fixture
+def service(repo: FakePaymentRepository, stripe: FakeStripeGateway) -> PaymentService:
+    return PaymentService(repo, stripe)
+
+
+def request(key: str = "key-1", amount: int = 1500, **extra: object) -> CreatePayment:
+    return CreatePayment(idempotency_key=key, money=Money(amount, "eur"), **extra)  # type: ignore[arg-type]
+
+
+def test_create_stores_pending_payment_with_its_intent(
+    service: PaymentService, stripe: FakeStripeGateway
+) -> None:
+    result = service.create_payment(request(metadata={"order": "42"}))
+    assert result.outcome is CreateOutcome.CREATED
+    payment = result.payment
+    assert payment.status is Status.PENDING
+    assert payment.provider_payment_id is not None
+    assert payment.client_secret
+    (intent,) = stripe.intents_for(payment.id)
+    assert intent.id == payment.provider_payment_id
+    assert (intent.amount, intent.currency) == (1500, "eur")
+
+
+def test_same_key_same_body_replays_without_second_row_or_intent(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    first = service.create_payment(request())
+    again = service.create_payment(request())
+    assert again.outcome is CreateOutcome.REPLAYED
+    assert again.payment.id == first.payment.id
+    assert again.payment.client_secret == first.payment.client_secret
+    assert len(repo.payments) == 1
+    assert len(stripe.intents) == 1
+
+
+def test_same_key_other_body_is_refused(service: PaymentService) -> None:
+    service.create_payment(request(amount=1500))
+    with pytest.raises(IdempotencyKeyReused, match="different request body"):
+        service.create_payment(request(amount=1600))
+
+
+def test_concurrent_creates_with_one_key_make_one_payment_one_intent(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    stripe.latency_seconds = 0.01  # keep the first creation in flight while others arrive
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(40)
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            outcome = service.create_payment(request()).outcome.value
+        except CreationInProgress:
+            outcome = "in_progress"
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=create) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(repo.payments) == 1
+    assert len(stripe.intents) == 1
+    assert outcomes.count("created") == 1
+    assert set(outcomes) <= {"created", "replayed", "in_progress"}
+
+
+def test_stripe_down_leaves_pending_without_intent_then_retry_completes(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    stripe.fail_with = RetryableError("connection refused")
+    deferred = service.create_payment(request())
+    assert deferred.outcome is CreateOutcome.PENDING
+    assert deferred.payment.provider_payment_id is None
+    assert "retry with the same Idempotency-Key" in (deferred.detail or "")
+    stripe.fail_with = None
+    retried = service.create_payment(request())
+    assert retried.outcome is CreateOutcome.CREATED
+    assert retried.payment.id == deferred.payment.id
+    assert len(stripe.intents) == 1
+
+
+def test_worker_finishes_a_creation_once(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    stripe.fail_with = RetryableError("timeout")
+    payment = service.create_payment(request()).payment
+    with pytest.raises(RetryableError):
+        service.finish_creation(payment.id)
+    stripe.fail_with = None
+    finished = service.finish_creation(payment.id)
+    assert finished is not None and finished.provider_payment_id is not None
+    again = service.finish_creation(payment.id)
+    assert again is not None and again.provider_payment_id == finished.provider_payment_id
+    assert len(stripe.intents) == 1
+    assert service.finish_creation(uuid4()) is None
+
+
+def test_worker_does_not_create_while_the_api_holds_the_claim(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    from payments.repository import NewPayment
+
+    inserted = repo.insert_pending(
+        NewPayment(uuid4(), "k", "h", Money(100, "usd"))
+    )  # as if an API request were still at Stripe
+    assert service.finish_creation(inserted.payment.id) == inserted.payment
+    assert stripe.calls == 0
+
+
+def test_decline_marks_failed_and_replays_the_refusal(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    stripe.fail_with = ProviderDeclined("amount too small", code="amount_too_small", field="amount")
+    with pytest.raises(PaymentDeclined) as declined:
+        service.create_payment(request(amount=1))
+    payment = declined.value.payment
+    assert payment.status is Status.FAILED
+    assert payment.failure_code == "amount_too_small"
+    assert [e.source for e in repo.events(payment.id)] == [Source.API]
+    with pytest.raises(PaymentDeclined):
+        service.create_payment(request(amount=1))
+    assert len(repo.payments) == 1
+
+
+def apply(service: PaymentService, event: ProviderEvent) -> str:
+    return service.apply_webhook_event(event, {"id": event.id}).outcome
+
+
+def test_webhook_success_duplicate_and_out_of_order(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    payment = service.create_payment(request()).payment
+    assert payment.provider_payment_id
+    failed = stripe.decline(payment.provider_payment_id)
+    succeeded = stripe.succeed(payment.provider_payment_id)
+    assert apply(service, succeeded) == "applied"
+    assert apply(service, succeeded) == "duplicate"
+    assert apply(service, failed) == "refused"  # older event after a newer final one
+    stored = repo.get(payment.id)
+    assert stored is not None and stored.status is Status.SUCCEEDED
+    trail = [(e.from_status, e.to_status, e.provider_event_id) for e in repo.events(payment.id)]
+    assert trail == [(Status.PENDING, Status.SUCCEEDED, succeeded.id)]
+
+
+def test_failed_payment_may_still_succeed(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    payment = service.create_payment(request()).payment
+    assert payment.provider_payment_id
+    assert apply(service, stripe.decline(payment.provider_payment_id)) == "applied"
+    failed = repo.get(payment.id)
+    assert failed is not None and failed.failure_code == "card_declined"
+    assert apply(service, stripe.succeed(payment.provider_payment_id)) == "applied"
+    assert [e.to_status for e in repo.events(payment.id)] == [Status.FAILED, Status.SUCCEEDED]
+
+
+def test_unknown_payment_and_unknown_type_are_acknowledged(
+    service: PaymentService, stripe: FakeStripeGateway
+) -> None:
+    other = FakeStripeGateway()
+    stranger = other.create_intent(
+        service.create_payment(request("other")).payment
+    )  # an intent whose payment id we change below
+    event = ProviderEvent("evt_x", "payment_intent.succeeded", 1, intent=None)
+    assert apply(service, event) == "ignored"
+    from dataclasses import replace
+
+    unknown = ProviderEvent(
+        "evt_y",
+        "payment_intent.succeeded",
+        1,
+        intent=replace(stranger, id="pi_unknown", payment_id=str(uuid4())),
+    )
+    assert apply(service, unknown) == "unknown_payment"
+    charge = ProviderEvent("evt_z", "charge.refunded", 1, intent=None)
+    assert apply(service, charge) == "ignored"
+
+
+def test_requires_action_only_records_stripe_status(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    from dataclasses import replace
+
+    payment = service.create_payment(request()).payment
+    assert payment.provider_payment_id
+    intent = stripe.retrieve_intent(payment.provider_payment_id)
+    event = ProviderEvent(
+        "evt_a",
+        "payment_intent.requires_action",
+        1,
+        intent=replace(intent, status="requires_action"),
+    )
+    assert apply(service, event) == "provider_status"
+    stored = repo.get(payment.id)
+    assert stored is not None
+    assert (stored.status, stored.provider_status) == (Status.PENDING, "requires_action")
+    assert repo.events(payment.id) == []
+
+
+def test_cancel_cancels_intent_and_is_idempotent(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    payment = service.create_payment(request()).payment
+    canceled = service.cancel(payment.id)
+    assert canceled.status is Status.CANCELED
+    assert canceled.provider_status == "canceled"
+    assert service.cancel(payment.id).status is Status.CANCELED
+    assert len(repo.events(payment.id)) == 1
+
+
+def test_cancel_of_succeeded_payment_is_refused(
+    service: PaymentService, stripe: FakeStripeGateway
+) -> None:
+    payment = service.create_payment(request()).payment
+    assert payment.provider_payment_id
+    apply(service, stripe.succeed(payment.provider_payment_id))
+    with pytest.raises(TransitionRefused, match="already succeeded"):
+        service.cancel(payment.id)
+    with pytest.raises(NotFound):
+        service.cancel(uuid4())
+
+
+def test_cancel_when_stripe_already_succeeded_records_success(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    payment = service.create_payment(request()).payment
+    assert payment.provider_payment_id
+    stripe.succeed(payment.provider_payment_id)  # webhook not delivered yet
+    with pytest.raises(TransitionRefused, match="succeeded at Stripe"):
+        service.cancel(payment.id)
+    stored = repo.get(payment.id)
+    assert stored is not None and stored.status is Status.SUCCEEDED
+
+
+def test_cancel_of_payment_without_intent_blocks_later_creation(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    stripe.fail_with = RetryableError("down")
+    payment = service.create_payment(request()).payment
+    stripe.fail_with = None
+    assert service.cancel(payment.id).status is Status.CANCELED
+    after = service.finish_creation(payment.id)
+    assert after is not None and after.status is Status.CANCELED
+    assert stripe.intents == {}
