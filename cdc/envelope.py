@@ -1,0 +1,167 @@
+"""Decode Debezium change events of the `payments` table into core records.
+
+The connector writes JSON without embedded schemas (``schemas.enable=false``):
+
+* key: ``{"id": "<uuid>"}``
+* value: ``{"before": row|null, "after": row|null, "source": {"lsn", "txId", "ts_ms", ...},
+  "op": "c"|"u"|"d"|"r"|"t"|"m", "ts_ms": ...}``
+
+In a row, ``uuid`` is a string, ``timestamptz`` an ISO-8601 string, ``jsonb`` a JSON *string*,
+enums and ``char(3)`` strings. ``client_secret`` never leaves the database (column.exclude.list).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from payments.errors import PaymentsError
+from payments.status import Status
+
+
+class DecodeError(PaymentsError):
+    """A record that is not a payments change event we understand: send it to the DLQ."""
+
+
+class Op(StrEnum):
+    CREATE = "c"
+    UPDATE = "u"
+    DELETE = "d"
+    READ = "r"  # snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRow:
+    """The columns of a `payments` row that the stream needs."""
+
+    id: UUID
+    status: Status
+    version: int
+    amount_minor: int
+    currency: str
+    idempotency_key: str
+    provider_payment_id: str | None
+    provider_status: str | None
+    created_at: datetime
+    updated_at: datetime
+    status_source: str | None = None  # who made the last status change (api, webhook, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentChange:
+    op: Op
+    before: PaymentRow | None
+    after: PaymentRow | None
+    lsn: int | None
+    tx_id: int | None
+    committed_at_ms: int | None  # source.ts_ms: commit time on the primary
+
+    @property
+    def payment_id(self) -> UUID:
+        row = self.after or self.before
+        assert row is not None  # decode() guarantees one of them
+        return row.id
+
+    @property
+    def status_changed(self) -> bool:
+        """A real status change (not a snapshot read, insert of a pending row, or a delete)."""
+        return (
+            self.op is Op.UPDATE
+            and self.before is not None
+            and self.after is not None
+            and self.before.status is not self.after.status
+        )
+
+
+def _parse_time(value: Any, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise DecodeError(f"field {field} must be an ISO-8601 string, got {value!r}")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DecodeError(f"field {field} is not an ISO-8601 timestamp: {value!r}") from exc
+
+
+def _row(raw: Any, where: str) -> PaymentRow | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise DecodeError(f"{where} must be an object, got {type(raw).__name__}")
+    try:
+        version = raw["version"]
+        amount = raw["amount_minor"]
+        if not isinstance(version, int) or not isinstance(amount, int):
+            raise DecodeError(f"{where}: version and amount_minor must be integers")
+        return PaymentRow(
+            id=UUID(str(raw["id"])),
+            status=Status(raw["status"]),
+            version=version,
+            amount_minor=amount,
+            currency=str(raw["currency"]).strip(),
+            idempotency_key=str(raw["idempotency_key"]),
+            provider_payment_id=raw.get("provider_payment_id"),
+            provider_status=raw.get("provider_status"),
+            created_at=_parse_time(raw["created_at"], f"{where}.created_at"),
+            updated_at=_parse_time(raw["updated_at"], f"{where}.updated_at"),
+            status_source=raw.get("status_source"),
+        )
+    except KeyError as exc:
+        raise DecodeError(f"{where} lacks the column {exc.args[0]}") from exc
+    except ValueError as exc:  # bad uuid or unknown status
+        raise DecodeError(f"{where}: {exc}") from exc
+
+
+def decode(value: bytes | None) -> PaymentChange | None:
+    """One record's value -> a change; ``None`` for records with nothing to do (tombstones,
+    truncate/message events). Raises :class:`DecodeError` for anything malformed."""
+    if value is None:
+        return None
+    try:
+        doc = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError(f"value is not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise DecodeError(f"value must be a JSON object, got {type(doc).__name__}")
+    if "payload" in doc and "schema" in doc:  # tolerate schemas.enable=true
+        doc = doc["payload"]
+        if not isinstance(doc, dict):
+            raise DecodeError("payload must be a JSON object")
+    raw_op = doc.get("op")
+    if raw_op in ("t", "m"):
+        return None
+    try:
+        op = Op(str(raw_op))
+    except ValueError as exc:
+        raise DecodeError(f"unknown op {raw_op!r}") from exc
+    before, after = _row(doc.get("before"), "before"), _row(doc.get("after"), "after")
+    if op is Op.DELETE and before is None:
+        raise DecodeError("delete event without a before image (REPLICA IDENTITY FULL expected)")
+    if op is not Op.DELETE and after is None:
+        raise DecodeError(f"op {op.value} event without an after image")
+    source = doc.get("source") or {}
+    if not isinstance(source, dict):
+        raise DecodeError("source must be an object")
+    lsn, tx_id, ts = source.get("lsn"), source.get("txId"), source.get("ts_ms")
+    return PaymentChange(
+        op=op,
+        before=before,
+        after=after,
+        lsn=lsn if isinstance(lsn, int) else None,
+        tx_id=tx_id if isinstance(tx_id, int) else None,
+        committed_at_ms=ts if isinstance(ts, int) else None,
+    )
+
+
+def decode_key(key: bytes | None) -> UUID | None:
+    """The payment id of a record key ``{"id": "<uuid>"}``, or ``None`` if absent/malformed."""
+    if not key:
+        return None
+    try:
+        doc = json.loads(key)
+        return UUID(str(doc["id"])) if isinstance(doc, dict) and "id" in doc else None
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,1 @@
+"""The stream processor: a Faust worker over the Debezium change stream of `payments`."""
