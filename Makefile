@@ -4,12 +4,14 @@ SHELL := /bin/bash
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help up down status logs test lint fmt bench clean
+.PHONY: help up down status logs test lint fmt bench clean ops-screenshot checkout-screenshot
 
 help:
 	@echo "make up      install what is missing, start the whole system, print what runs where"
 	@echo "make test    the whole test suite (starts the stack first)"
 	@echo "make down | status | logs | lint | fmt | bench | clean"
+	@echo "make ops-screenshot   save docs/ops.png of the running /ops page"
+	@echo "make checkout-screenshot   pay on /checkout, save docs/checkout.png"
 
 up:
 	@scripts/bootstrap
@@ -37,6 +39,12 @@ lint:
 fmt:
 	$(VENV)/ruff check --fix .
 	$(VENV)/ruff format .
+
+ops-screenshot:
+	$(VENV)/python scripts/ops_screenshot.py
+
+checkout-screenshot:
+	$(VENV)/python scripts/checkout_screenshot.py
 
 bench: up
 	@if [ -f bench/__main__.py ]; then $(VENV)/python -m bench $(BENCH_ARGS); \

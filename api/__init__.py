@@ -13,6 +13,8 @@ from flask import Flask, Response, g, request
 
 from api import problems
 from api.bootstrap import Deps, bootstrap
+from api.checkout import checkout_bp
+from api.ops import ops_bp
 from api.problems import ApiProblem
 from api.views import bp
 from payments.logs import configure_logging, get_logger
@@ -27,6 +29,9 @@ OPEN_ENDPOINTS = frozenset(
         "payments.metrics",
         "payments.openapi",
         "payments.docs",
+        # the page and its assets; the API calls it makes need a key when keys are configured
+        "checkout.page",
+        "checkout.static",
     }
 )
 
@@ -37,6 +42,10 @@ def create_app(settings: Settings | None = None, *, deps: Deps | None = None) ->
     configure_logging(settings.log_level)
     # stripe-python logs every request at INFO; our own lines carry what matters.
     logging.getLogger("stripe").setLevel(logging.WARNING)
+    # kafka-python (the /ops collector) logs every connection and metadata refresh at INFO.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # ... and warns on every describe that it cannot decode Faust's own assignor metadata.
+    logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -84,6 +93,8 @@ def create_app(settings: Settings | None = None, *, deps: Deps | None = None) ->
 
     problems.register(app)
     app.register_blueprint(bp)
+    app.register_blueprint(checkout_bp)  # GET /checkout
+    app.register_blueprint(ops_bp)  # /ops, /ops.json: behind API keys like the rest
     for close in wired.closers:
         atexit.register(close)
     return app

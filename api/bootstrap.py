@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from api.emitted import InMemoryStatusEvents, KafkaStatusEvents, StatusEventSource
 from api.metrics import Metrics
+from cdc.observe import Observer, build_observer
 from payments.db import check_each_host, make_primary_pool, make_read_pool
 from payments.repository import PaymentRepository
 from payments.service import PaymentService
@@ -25,6 +27,10 @@ class Deps:
     # name -> callable returning "ok" or an error string, for /readyz
     readiness: dict[str, Callable[[], str]] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # What /ops shows and /metrics exports (None with fakes: nothing to observe).
+    observer: Observer | None = None
+    # A payment's payment-status-update events, for GET /payments/<id>/timeline.
+    status_events: StatusEventSource = field(default_factory=InMemoryStatusEvents)
 
 
 def _check(fn: Callable[[], object]) -> Callable[[], str]:
@@ -43,7 +49,9 @@ def bootstrap(settings: Settings) -> Deps:
     primary = make_primary_pool(settings)
     replicas = make_read_pool(settings)
     repo = PaymentRepository(primary, replicas)
-    metrics = Metrics(repo.count_by_status)
+    # Kafka, Connect, the worker and the primary's replication views; connects lazily.
+    observer = build_observer(settings)
+    metrics = Metrics(repo.count_by_status, observer.snapshot)
     # One request must end before gunicorn's 30 s worker timeout: at most 2 attempts of 8 s
     # plus backoff and a rate-limit wait of at most 8 s (the worker keeps the full settings).
     gateway = StripeGateway(
@@ -63,10 +71,14 @@ def bootstrap(settings: Settings) -> Deps:
             return "ok" if not bad else "; ".join(f"{h} {r}" for h, r in bad.items())
 
         readiness["replicas"] = each_replica
-    closers: list[Callable[[], None]] = [primary.close]
+    closers: list[Callable[[], None]] = [primary.close, observer.close]
     if replicas is not None:
         closers.append(replicas.close)
-    return Deps(settings, service, metrics, readiness, closers)
+    status_events = KafkaStatusEvents(settings)  # connects on first use
+    closers.append(status_events.close)
+    return Deps(
+        settings, service, metrics, readiness, closers, observer, status_events=status_events
+    )
 
 
 def bootstrap_fake(

@@ -153,6 +153,58 @@ def build_spec() -> dict[str, Any]:
                     },
                 },
             },
+            "/payments/{payment_id}/confirm": {
+                "post": {
+                    "operationId": "confirmPayment",
+                    "summary": "Confirm the PaymentIntent with a payment method made by Stripe.js "
+                    "(server-side confirmation); the status follows by webhook",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [PAYMENT_ID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ConfirmPayment"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json("Confirmation", "Stripe's answer (e.g. requires_action)"),
+                        "402": _problem("Declined by Stripe; the webhook marks the payment failed"),
+                        "404": _problem("No such payment"),
+                        "409": _problem("Already final, or no intent yet"),
+                        "422": _problem("Invalid id or payment method"),
+                        **COMMON,
+                    },
+                },
+            },
+            "/payments/{payment_id}/timeline": {
+                "get": {
+                    "operationId": "getPaymentTimeline",
+                    "summary": "The payment (from the primary), its audit rows, webhook inbox "
+                    "rows and payment-status-update events, as steps",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [PAYMENT_ID],
+                    "responses": {
+                        "200": _json("Timeline", "The payment's way through the pipeline"),
+                        "404": _problem("No such payment"),
+                        "422": _problem("The id is not a UUID"),
+                        **COMMON,
+                    },
+                },
+            },
+            "/checkout": {
+                "get": {
+                    "operationId": "checkoutPage",
+                    "summary": "HTML checkout page: pay with a card and watch every hop",
+                    "responses": {
+                        "200": {
+                            "description": "The page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/webhooks/stripe": {
                 "post": {
                     "operationId": "stripeWebhook",

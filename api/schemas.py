@@ -140,6 +140,65 @@ class PaymentPage(BaseModel):
     next: str | None = Field(description="Pass as `after` to get the next page; null at the end.")
 
 
+class ConfirmPaymentBody(BaseModel):
+    """Body of ``POST /payments/<id>/confirm``."""
+
+    model_config = ConfigDict(extra="forbid", title="ConfirmPayment")
+
+    payment_method: Annotated[
+        str, StringConstraints(min_length=4, max_length=255, pattern=r"^(pm|card|src)_\w+$")
+    ] = Field(
+        description="A payment method made in the browser by Stripe.js (pm_…, or the card_… "
+        "of a token); never raw card details."
+    )
+
+
+class ConfirmationOut(BaseModel):
+    """What Stripe answered to the confirmation; the payment's status follows by webhook."""
+
+    model_config = ConfigDict(title="Confirmation")
+
+    payment: PaymentOut
+    provider_payment_id: str
+    provider_status: str = Field(
+        description="The PaymentIntent's status at Stripe, e.g. succeeded or requires_action "
+        "(then finish 3-D Secure with Stripe.js confirmCardPayment)."
+    )
+    failure_code: str | None
+    failure_message: str | None
+
+
+class TimelineStep(BaseModel):
+    model_config = ConfigDict(title="TimelineStep")
+
+    key: str = Field(description="stored, intent, confirmed, webhook, database or event")
+    label: str
+    state: str = Field(json_schema_extra={"enum": ["done", "waiting", "failed"]})
+    detail: str
+    at: str | None = Field(json_schema_extra={"format": "date-time"})
+
+
+class TimelineOut(BaseModel):
+    """``GET /payments/<id>/timeline``: the payment from the primary and every hop it made."""
+
+    model_config = ConfigDict(title="Timeline")
+
+    payment: PaymentOut
+    finished: bool = Field(
+        description="The status is no longer pending and its payment-status-update event was found."
+    )
+    steps: list[TimelineStep]
+    audit: list[dict[str, JsonValue]] = Field(description="payment_events rows, oldest first.")
+    webhooks: list[dict[str, JsonValue]] = Field(
+        description="webhook_events rows of this payment: event_id, type, received_at, "
+        "processed_at, outcome."
+    )
+    emitted: dict[str, JsonValue] = Field(
+        description="events: the payment's payment-status-update events; complete: false "
+        "when Kafka did not answer or the read budget ran out (error says which)."
+    )
+
+
 class FieldError(BaseModel):
     field: str
     message: str
@@ -171,6 +230,9 @@ def schema_components() -> dict[str, Any]:
         PaymentOut,
         CreatedPaymentOut,
         PaymentPage,
+        ConfirmPaymentBody,
+        ConfirmationOut,
+        TimelineOut,
         FieldError,
         Problem,
         WebhookAck,

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from api.bootstrap import Deps
 from api.openapi import build_spec, render_docs
 from api.problems import ApiProblem
-from api.schemas import CreatePaymentBody
+from api.schemas import ConfirmPaymentBody, CreatePaymentBody
+from api.timeline import timeline
 from payments.errors import InvalidRequest
 from payments.model import Payment
 from payments.money import Money
@@ -157,6 +158,44 @@ def cancel_payment(raw_id: str) -> Response:
     g.payment_id = str(payment_id)
     payment = deps().service.cancel(payment_id)
     return jsonify(payment.public_dict())
+
+
+@bp.post("/payments/<raw_id>/confirm")
+def confirm_payment(raw_id: str) -> Response:
+    payment_id = _payment_id(raw_id)
+    g.payment_id = str(payment_id)
+    data = _json_body()
+    if not isinstance(data, dict):
+        raise ApiProblem(
+            422,
+            "Invalid request",
+            "the body must be a JSON object",
+            kind="validation-error",
+            field="body",
+        )
+    body = ConfirmPaymentBody.model_validate(data)
+    confirmation = deps().service.confirm(payment_id, body.payment_method)
+    intent = confirmation.intent
+    return jsonify(
+        {
+            "payment": confirmation.payment.public_dict(),
+            "provider_payment_id": intent.id,
+            "provider_status": intent.status,
+            "failure_code": intent.failure_code,
+            "failure_message": intent.failure_message,
+        }
+    )
+
+
+@bp.get("/payments/<raw_id>/timeline")
+def payment_timeline(raw_id: str) -> Response:
+    payment_id = _payment_id(raw_id)
+    g.payment_id = str(payment_id)
+    history = deps().service.history(payment_id)
+    emitted = deps().status_events.events_for(payment_id, history.payment.created_at)
+    response = jsonify(timeline(history, emitted))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/webhooks/stripe")

@@ -144,6 +144,13 @@ FINISH_WEBHOOK = """
                               outcome = %(outcome)s
      WHERE event_id = %(event_id)s"""
 
+# The webhook inbox rows of one payment, oldest first (index from migration 0004).
+SELECT_WEBHOOKS_FOR_PAYMENT = """
+    SELECT event_id, type, received_at, processed_at, outcome
+      FROM webhook_events WHERE payment_id = %(id)s
+     ORDER BY received_at, event_id
+     LIMIT %(limit)s"""
+
 GET_CURSOR = "SELECT value FROM reconcile_cursors WHERE name = %(name)s"
 SET_CURSOR = """
     INSERT INTO reconcile_cursors (name, value) VALUES (%(name)s, %(value)s)
@@ -209,6 +216,17 @@ class AuditEvent:
     provider_event_id: str | None
     version: int
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    """One Stripe event in the webhook inbox, as recorded for a payment."""
+
+    event_id: str
+    type: str
+    received_at: datetime
+    processed_at: datetime | None
+    outcome: str | None
 
 
 @dataclass(frozen=True)
@@ -364,6 +382,23 @@ class PaymentRepository:
                 provider_event_id=r["provider_event_id"],
                 version=r["version"],
                 created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    def webhooks(self, payment_id: UUID, *, limit: int = 50) -> list[InboxEvent]:
+        """The webhook events recorded for one payment (primary), oldest first."""
+        with self._tx() as cur:
+            rows = cur.execute(
+                SELECT_WEBHOOKS_FOR_PAYMENT, {"id": payment_id, "limit": limit}
+            ).fetchall()
+        return [
+            InboxEvent(
+                event_id=r["event_id"],
+                type=r["type"],
+                received_at=r["received_at"],
+                processed_at=r["processed_at"],
+                outcome=r["outcome"],
             )
             for r in rows
         ]

@@ -25,6 +25,8 @@ from payments.logs import get_logger
 from payments.model import Payment
 from payments.money import Money
 from payments.repository import (
+    AuditEvent,
+    InboxEvent,
     InsertResult,
     NewPayment,
     PageCursor,
@@ -74,6 +76,8 @@ class PaymentStore(Protocol):
 
     def get(self, payment_id: UUID) -> Payment | None: ...
     def get_for_read(self, payment_id: UUID) -> Payment | None: ...
+    def events(self, payment_id: UUID) -> list[AuditEvent]: ...
+    def webhooks(self, payment_id: UUID, *, limit: int = 50) -> list[InboxEvent]: ...
     def insert_pending(self, new: NewPayment) -> InsertResult: ...
     def claim_creation(
         self, payment_id: UUID, *, lease_seconds: float = 60.0
@@ -123,7 +127,28 @@ class Gateway(Protocol):
     def create_intent(self, payment: Payment) -> Intent: ...
     def retrieve_intent(self, intent_id: str) -> Intent: ...
     def cancel_intent(self, intent_id: str) -> Intent: ...
+    def confirm_intent(
+        self, intent_id: str, payment_method: str, *, idempotency_key: str
+    ) -> Intent: ...
     def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]: ...
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What Stripe said to a server-side confirmation. The payment's status is not changed
+    here: the webhook (or the reconciler) carries the outcome into the database."""
+
+    payment: Payment
+    intent: Intent
+
+
+@dataclass(frozen=True)
+class PaymentHistory:
+    """One payment as the primary holds it now, with its audit trail and webhook inbox rows."""
+
+    payment: Payment
+    audit: list[AuditEvent]
+    webhooks: list[InboxEvent]
 
 
 @dataclass(frozen=True)
@@ -395,7 +420,44 @@ class PaymentService:
         )
         return result
 
+    # -- confirm ----------------------------------------------------------------------------
+
+    def confirm(self, payment_id: UUID, payment_method: str) -> Confirmation:
+        """Confirm the payment's intent with a payment method made in the browser.
+
+        The status change is left to the webhook (fast path) and the reconciler (safety net),
+        exactly as when the browser confirms with Stripe.js itself. A retry with the same
+        payment method reuses Stripe's idempotency key and gets Stripe's first answer.
+        """
+        payment = self.repo.get(payment_id)
+        if payment is None:
+            raise NotFound(f"payment {payment_id} does not exist")
+        if payment.status not in (Status.PENDING, Status.FAILED):
+            raise TransitionRefused(
+                f"payment {payment_id} is already {payment.status.value}; it cannot be paid again"
+            )
+        if payment.provider_payment_id is None:
+            raise CreationInProgress(
+                f"payment {payment_id} has no PaymentIntent yet (Stripe was unreachable when it "
+                "was stored); retry shortly",
+                retry_after_seconds=2,
+            )
+        digest = hashlib.sha256(f"{payment.idempotency_key}\0{payment_method}".encode())
+        intent = self.gateway.confirm_intent(
+            payment.provider_payment_id,
+            payment_method,
+            idempotency_key=f"confirm-{payment.id}-{digest.hexdigest()[:32]}",
+        )
+        return Confirmation(payment, intent)
+
     # -- reads ------------------------------------------------------------------------------
+
+    def history(self, payment_id: UUID) -> PaymentHistory:
+        """The payment from the primary (never a lagging replica), its audit rows and inbox."""
+        payment = self.repo.get(payment_id)
+        if payment is None:
+            raise NotFound(f"payment {payment_id} does not exist")
+        return PaymentHistory(payment, self.repo.events(payment_id), self.repo.webhooks(payment_id))
 
     def get(self, payment_id: UUID) -> Payment:
         payment = self.repo.get_for_read(payment_id)

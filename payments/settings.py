@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     stripe_api_base: str = "http://127.0.0.1:8420"
     stripe_webhook_secret: str = "whsec_localstripe"
     stripe_publishable_key: str = "pk_test_localstripe"
+    # The Stripe base as the browser reaches it (Stripe.js of the stand-in); empty: the same as
+    # stripe_api_base. Differs only where the API reaches Stripe by an internal name (compose).
+    stripe_browser_api_base: str = ""
     stripe_webhook_tolerance_seconds: int = 300
     stripe_timeout_seconds: float = 10.0
     stripe_max_retries: int = 2
@@ -49,6 +52,8 @@ class Settings(BaseSettings):
     worker_data_dir: str = ".stack/worker"
     worker_web_port: int = 6066
     worker_count: int = Field(default=1, ge=1)
+    # The worker's web views, read by the API's /ops page (comma-separated for several).
+    worker_url: str = "http://127.0.0.1:6066"
 
     # Comma-separated bearer keys; empty disables auth.
     api_keys: str = ""
@@ -58,6 +63,10 @@ class Settings(BaseSettings):
     @property
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def worker_urls(self) -> list[str]:
+        return [u.strip() for u in self.worker_url.split(",") if u.strip()]
 
     @property
     def cdc_payments_topic(self) -> str:

@@ -20,6 +20,7 @@ from payments.errors import Conflict, NotFound, ProviderDeclined, RetryableError
 from payments.model import Payment
 from payments.repository import (
     AuditEvent,
+    InboxEvent,
     InsertResult,
     NewPayment,
     PageCursor,
@@ -76,6 +77,21 @@ class FakePaymentRepository:
     def events(self, payment_id: UUID) -> list[AuditEvent]:
         with self._lock:
             return [e for e in self.audit if e.payment_id == payment_id]
+
+    def webhooks(self, payment_id: UUID, *, limit: int = 50) -> list[InboxEvent]:
+        with self._lock:
+            found = [
+                InboxEvent(
+                    event_id=event_id,
+                    type=row["type"],
+                    received_at=row["received_at"],
+                    processed_at=row["received_at"],
+                    outcome=row.get("outcome"),
+                )
+                for event_id, row in self.inbox.items()
+                if row.get("payment_id") == payment_id
+            ]
+        return sorted(found, key=lambda e: (e.received_at, e.event_id))[:limit]
 
     def list_page(
         self, *, status: Status | None = None, limit: int = 50, after: PageCursor | None = None
@@ -257,10 +273,16 @@ class FakePaymentRepository:
         with self._lock:
             if event_id in self.inbox:
                 return WebhookResult(duplicate=True, outcome="duplicate")
-            self.inbox[event_id] = {"type": event_type, "payload": dict(payload)}
+            self.inbox[event_id] = {
+                "type": event_type,
+                "payload": dict(payload),
+                "received_at": self._stamp(),
+            }
             found = self.payments.get(payment_id) if payment_id else None
             if found is None and provider_payment_id:
                 found = self.get_by_provider_id(provider_payment_id)
+            if found is not None:
+                self.inbox[event_id]["payment_id"] = found.id
             if found is None:
                 outcome = "unknown_payment" if (payment_id or provider_payment_id) else "ignored"
                 if to is None and provider_status is None:
@@ -406,6 +428,38 @@ class FakeStripeGateway:
                 )
             intent.status = "canceled"
             self._emit("payment_intent.canceled", intent)
+            return intent.freeze()
+
+    def confirm_intent(
+        self, intent_id: str, payment_method: str, *, idempotency_key: str
+    ) -> Intent:
+        """Stripe's test payment methods: ``pm_card_visa`` succeeds,
+        ``pm_card_chargeDeclined`` is declined, ``pm_card_threeDSecureRequired`` needs 3-D Secure.
+        """
+        self._call()
+        with self._lock:
+            intent = self._get(intent_id)
+            if intent.status not in ("requires_payment_method", "requires_confirmation"):
+                raise ProviderDeclined(
+                    f"You cannot confirm this PaymentIntent because it has a status of "
+                    f"{intent.status}.",
+                    code="payment_intent_unexpected_state",
+                )
+            if payment_method == "pm_card_chargeDeclined":
+                intent.status = "requires_payment_method"
+                intent.failure_code = "card_declined"
+                intent.failure_message = "Your card was declined."
+                self._emit("payment_intent.payment_failed", intent)
+                raise ProviderDeclined(
+                    f"confirming PaymentIntent {intent_id}: card declined: Your card was declined.",
+                    code="card_declined",
+                )
+            if payment_method == "pm_card_threeDSecureRequired":
+                intent.status = "requires_action"
+            else:
+                intent.status = "succeeded"
+                intent.failure_code = intent.failure_message = None
+                self._emit("payment_intent.succeeded", intent)
             return intent.freeze()
 
     def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]:

@@ -29,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +107,7 @@ class Config:
                 ),
                 "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka_port}",
                 "KAFKA_CONNECT_URL": f"http://127.0.0.1:{self.connect_port}",
+                "WORKER_URL": f"http://127.0.0.1:{self.worker_port}",
                 "STRIPE_API_BASE": os.environ.get(
                     "STRIPE_API_BASE", f"http://127.0.0.1:{self.localstripe_port}"
                 ),
@@ -867,51 +868,29 @@ def cmd_down(cfg: Config) -> int:
 
 
 def cmd_status(cfg: Config) -> int:
+    """Each part, then the /ops page's snapshot (the same collector, so the two agree)."""
     for name in ORDER:
         state = "up" if running(cfg, name) else "down"
         print(f"{name:<12} {state:<5} port {cfg.port_of(name)}")
-    if running(cfg, "postgres"):
-        with contextlib.suppress(Exception):
-            for app, st, _port, lag in replication_state(cfg):
-                print(f"  replication {app:<20} {st:<10} replay lag {lag} bytes")
-            for slot, active, retained in _pg_query(
-                cfg.pg_port,
-                "SELECT slot_name, active, pg_wal_lsn_diff(pg_current_wal_lsn(), "
-                "restart_lsn)::bigint FROM pg_replication_slots ORDER BY slot_name",
-            ):
-                print(f"  slot {slot:<24} active={active!s:<5} retained WAL {retained} bytes")
-    if running(cfg, "connect"):
-        try:
-            status = _http_json(
-                f"http://127.0.0.1:{cfg.connect_port}/connectors/payments-postgres/status"
-            )
-            assert isinstance(status, dict)
-            tasks = ", ".join(f"task {t['id']} {t['state']}" for t in status.get("tasks", []))
-            print(f"  connector payments-postgres {status['connector']['state']}; {tasks}")
-        except Exception as exc:
-            print(f"  connector payments-postgres: unknown ({exc})")
-    if running(cfg, "kafka"):
-        with contextlib.suppress(Exception):
-            for topic, total in _topic_offsets(cfg):
-                print(f"  topic {topic:<36} {total} messages (sum of end offsets)")
-    return 0
+    from cdc.observe import build_observer, format_text
+    from payments.settings import Settings
 
-
-def _topic_offsets(cfg: Config) -> Iterator[tuple[str, int]]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=f"127.0.0.1:{cfg.kafka_port}", request_timeout_ms=5000
+    env = cfg.app_env()
+    observer = build_observer(
+        Settings(
+            database_url=env["DATABASE_URL"],
+            kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+            kafka_connect_url=env["KAFKA_CONNECT_URL"],
+            worker_url=env["WORKER_URL"],
+        )
     )
     try:
-        for topic in sorted(consumer.topics()):
-            if topic.startswith("__") or topic.startswith("connect-"):
-                continue
-            parts = consumer.partitions_for_topic(topic) or set()
-            ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-            yield topic, sum(ends.values())
+        snapshot = observer.snapshot()
     finally:
-        consumer.close()
+        observer.close()
+    for line in format_text(snapshot):
+        print(line)
+    return 0
 
 
 def cmd_logs(cfg: Config, names: list[str]) -> int:

@@ -1,0 +1,59 @@
+"""The operations page: ``GET /ops`` (server-rendered HTML that refreshes itself) and
+``GET /ops.json`` (the same snapshot). Thin: ``cdc.observe`` collects, this renders.
+
+Both answer 200 even when parts are down: each section says whether it could be read and why not.
+They sit behind the API keys like the payment endpoints (they show payment ids, amounts and
+connector traces naming internal hosts); ``/metrics`` stays open for Prometheus.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, render_template
+
+from api.problems import ApiProblem
+from cdc.observe import Observer
+from payments.errors import PaymentsError
+from payments.money import Money
+
+ops_bp = Blueprint("ops", __name__, template_folder="templates")
+REFRESH_SECONDS = 5
+
+
+def _observer() -> Observer:
+    observer: Observer | None = current_app.extensions["payments"].observer
+    if observer is None:
+        raise ApiProblem(
+            503,
+            "Monitoring not configured",
+            "this app was built without an observer (fake dependencies); start it with "
+            "bootstrap(settings)",
+            kind="ops-unavailable",
+        )
+    return observer
+
+
+def _money(amount_minor: Any, currency: Any) -> str:
+    try:
+        return str(Money(int(amount_minor), str(currency)))
+    except (PaymentsError, TypeError, ValueError):
+        return f"{amount_minor} {currency}"
+
+
+@ops_bp.get("/ops")
+def ops_page() -> Response:
+    snapshot = _observer().snapshot()
+    html = render_template(
+        "ops.html", snap=snapshot, s=snapshot["sections"], refresh=REFRESH_SECONDS, money=_money
+    )
+    response = Response(html, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@ops_bp.get("/ops.json")
+def ops_json() -> Response:
+    response = jsonify(_observer().snapshot())
+    response.headers["Cache-Control"] = "no-store"
+    return response
