@@ -4,11 +4,12 @@ SHELL := /bin/bash
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: help up down status logs test lint fmt bench clean ops-screenshot checkout-screenshot
+.PHONY: help up down status logs test test-faults lint fmt bench clean ops-screenshot checkout-screenshot
 
 help:
 	@echo "make up      install what is missing, start the whole system, print what runs where"
 	@echo "make test    the whole test suite (starts the stack first)"
+	@echo "make test-faults   the fault suite alone, larger, printing its table"
 	@echo "make down | status | logs | lint | fmt | bench | clean"
 	@echo "make ops-screenshot   save docs/ops.png of the running /ops page"
 	@echo "make checkout-screenshot   pay on /checkout, save docs/checkout.png"
@@ -28,6 +29,10 @@ logs:
 
 test: up
 	$(VENV)/pytest $(PYTEST_ARGS)
+
+# The fault suite alone, larger, with its table printed (make test runs it at the default size).
+test-faults: up
+	FAULT_PAYMENTS=$${FAULT_PAYMENTS:-300} $(VENV)/pytest -s --show-capture=no tests/faults $(PYTEST_ARGS)
 
 lint:
 	@scripts/bootstrap >/dev/null

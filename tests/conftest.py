@@ -10,7 +10,7 @@ import pytest
 
 from payments.settings import Settings
 
-SERVER_DIRS = ("integration", "e2e", "contract")
+SERVER_DIRS = ("integration", "e2e", "contract", "faults")
 
 
 def _reachable(host: str, port: int) -> bool:
