@@ -4,6 +4,7 @@ reconciliation timer and the web views. Nothing happens at import time."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,13 +205,10 @@ def _register_reconciler(
 def _register_views(
     app: faust.App, channels: Channels, metrics: WorkerMetrics, state: WorkerState
 ) -> None:
-    def pending_summary(limit: int) -> dict[str, Any]:
-        entries = sorted(
-            (PendingEntry.from_dict(v) for v in channels.pending.values()),
-            key=lambda e: e.created_at,
-        )
+    def pending_summary(limit: int, *, with_ids: bool = False) -> dict[str, Any]:
+        entries = [PendingEntry.from_dict(v) for v in channels.pending.values()]
         metrics.pending.set(len(entries))
-        return {
+        summary: dict[str, Any] = {
             "worker": app.conf.id,
             "partitions": owned_partitions(app, channels.changes.get_topic_name()),
             "count": len(entries),
@@ -222,16 +220,20 @@ def _register_views(
                     "provider_payment_id": e.provider_payment_id,
                     "version": e.version,
                 }
-                for e in entries[:limit]
+                for e in heapq.nsmallest(limit, entries, key=lambda e: e.created_at)
             ],
-            "payment_ids": [str(e.payment_id) for e in entries],
         }
+        if with_ids:  # every id: for tests and operators, not for dashboards
+            summary["payment_ids"] = [str(e.payment_id) for e in entries]
+        return summary
 
     @app.page("/pending/")
     class PendingView(View):
         async def get(self, request: Request) -> Response:
-            limit = int(request.query.get("limit", "10"))
-            return self.json(pending_summary(limit))
+            raw = request.query.get("limit", "10")
+            limit = min(int(raw), 1000) if raw.isdigit() else 10
+            with_ids = request.query.get("ids", "") in {"1", "true"}
+            return self.json(pending_summary(limit, with_ids=with_ids))
 
     @app.page("/reconcile/")
     class ReconcileView(View):

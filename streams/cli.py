@@ -42,7 +42,6 @@ def add_commands(app: faust.App, settings: Settings) -> None:
     async def pending(self: Any, urls: tuple[str, ...], limit: int) -> None:
         """Pending payments each worker holds: count and the oldest."""
         for answer in _ask("GET", urls, f"/pending/?limit={limit}"):
-            answer.pop("payment_ids", None)
             self.say(json.dumps(answer, indent=2))
 
     @app.command(url_option)

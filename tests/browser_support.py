@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -29,18 +29,29 @@ THREE_D_SECURE = "4000002500003155"
 
 
 @contextmanager
-def chromium_page(width: int = 760, height: int = 1100) -> Iterator[Page]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
+def chromium() -> Iterator[Browser]:
+    """Debian's headless chromium under Playwright (never a browser Playwright downloads)."""
+    executable = shutil.which("chromium")
+    if executable is None:
         raise AssertionError("Debian's chromium is not installed; run scripts/bootstrap")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(30_000)
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def chromium_page(
+    width: int = 760, height: int = 1100, headers: dict[str, str] | None = None
+) -> Iterator[Page]:
+    with chromium() as browser:
+        page = browser.new_page(
+            viewport={"width": width, "height": height}, extra_http_headers=headers or {}
+        )
+        page.set_default_timeout(30_000)
+        yield page
 
 
 def fill_form(page: Page, *, card: str, amount: str = "19.99", email: str | None = None) -> None:

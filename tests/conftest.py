@@ -4,11 +4,14 @@ when a server is missing they fail with a message saying so, they never skip."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
+from payments.repository import PaymentRepository
 from payments.settings import Settings
+from tests import support_api
 
 SERVER_DIRS = ("integration", "e2e", "contract", "faults")
 
@@ -22,6 +25,20 @@ def _reachable(host: str, port: int) -> bool:
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings()
+
+
+@pytest.fixture(scope="session")
+def s(settings: Settings) -> Settings:
+    """The short name the API tests use."""
+    return settings
+
+
+@pytest.fixture(scope="module")
+def repo(settings: Settings) -> Iterator[PaymentRepository]:
+    """The repository on the primary (migrations applied), for reading what a test caused."""
+    repository, pool = support_api.repository(settings)
+    yield repository
+    pool.close()
 
 
 @pytest.fixture(scope="session")

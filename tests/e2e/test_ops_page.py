@@ -6,7 +6,6 @@ Kafka Connect unreachable the page says so, and why, and still shows the rest.""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,39 +13,22 @@ import psycopg
 import pytest
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 import api
 from payments.settings import Settings
 from tests import support_api
+from tests.browser_support import chromium
 
 pytestmark = pytest.mark.e2e
 API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
 GROUP = "payments-worker"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-
-
-@pytest.fixture(scope="module")
-def s() -> Settings:
-    return support_api.settings()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is missing: run scripts/bootstrap"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _headers(s: Settings) -> dict[str, str]:

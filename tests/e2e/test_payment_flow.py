@@ -4,7 +4,6 @@ localstripe's real signed webhook. Needs the whole stack (`scripts/stack up`).""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -20,18 +19,6 @@ pytestmark = pytest.mark.e2e
 API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
 SUCCEEDS = "4242424242424242"
 DECLINED_WHEN_CHARGED = "4000000000000341"
-
-
-@pytest.fixture(scope="module")
-def s() -> Settings:
-    return support_api.settings()
-
-
-@pytest.fixture(scope="module")
-def repo(s: Settings) -> Iterator[PaymentRepository]:
-    repository, pool = support_api.repository(s)
-    yield repository
-    pool.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from uuid import UUID, uuid4
 
 import pytest
@@ -25,18 +24,6 @@ BODY = {
     "description": "integration",
     "metadata": {"suite": "api"},
 }
-
-
-@pytest.fixture(scope="module")
-def s() -> Settings:
-    return support_api.settings()
-
-
-@pytest.fixture(scope="module")
-def repo(s: Settings) -> Iterator[PaymentRepository]:
-    repository, pool = support_api.repository(s)
-    yield repository
-    pool.close()
 
 
 @pytest.fixture(scope="module")

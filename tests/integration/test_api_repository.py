@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from uuid import UUID, uuid4
 
 import pytest
@@ -16,18 +15,6 @@ from payments.status import Source, Status
 from tests import support_api
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s() -> Settings:
-    return support_api.settings()
-
-
-@pytest.fixture(scope="module")
-def repo(s: Settings) -> Iterator[PaymentRepository]:
-    repository, pool = support_api.repository(s)
-    yield repository
-    pool.close()
 
 
 def new_payment(repo: PaymentRepository, amount: int = 1000) -> UUID:

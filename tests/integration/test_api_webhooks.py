@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -17,18 +16,6 @@ from payments.status import Source, Status
 from tests import support_api
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s() -> Settings:
-    return support_api.settings()
-
-
-@pytest.fixture(scope="module")
-def repo(s: Settings) -> Iterator[PaymentRepository]:
-    repository, pool = support_api.repository(s)
-    yield repository
-    pool.close()
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
 
 
 def pending_ids(url: str = WORKER) -> set[str]:
-    return set(requests.get(f"{url}/pending/?limit=0", timeout=10).json()["payment_ids"])
+    return set(requests.get(f"{url}/pending/?limit=0&ids=1", timeout=10).json()["payment_ids"])
 
 
 def create_payment(amount_minor: int = 2500) -> dict[str, Any]:
