@@ -1,0 +1,20 @@
+"""The API as production wires it (``api.bootstrap``: real pools, repository, metrics), but with
+the in-process fake Stripe gateway, so the intake benchmark measures the API and PostgreSQL, not
+Stripe.
+
+gunicorn runs ``bench.intake_app:create_app()``; nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from api import create_app as create_api
+from api.bootstrap import bootstrap
+from payments.settings import Settings
+from payments.testing import FakeStripeGateway
+
+
+def create_app() -> Flask:
+    settings = Settings()
+    return create_api(settings, deps=bootstrap(settings, gateway=FakeStripeGateway()))
