@@ -10,7 +10,7 @@ from api.metrics import Metrics
 from cdc.observe import Observer, build_observer
 from payments.db import check_each_host, make_primary_pool, make_read_pool
 from payments.repository import PaymentRepository
-from payments.service import PaymentService
+from payments.service import Gateway, PaymentService
 from payments.settings import Settings
 from payments.status import Status
 from payments.stripe_gateway import StripeGateway
@@ -44,8 +44,11 @@ def _check(fn: Callable[[], object]) -> Callable[[], str]:
     return run
 
 
-def bootstrap(settings: Settings) -> Deps:
-    """Pools (opened here, after gunicorn's fork), repository, Stripe gateway, service."""
+def bootstrap(settings: Settings, *, gateway: Gateway | None = None) -> Deps:
+    """Pools (opened here, after gunicorn's fork), repository, Stripe gateway, service.
+
+    ``gateway`` replaces the Stripe gateway (the intake benchmark passes an in-process fake so
+    that it measures the API and PostgreSQL, not Stripe)."""
     primary = make_primary_pool(settings)
     replicas = make_read_pool(settings)
     repo = PaymentRepository(primary, replicas)
@@ -54,7 +57,7 @@ def bootstrap(settings: Settings) -> Deps:
     metrics = Metrics(repo.count_by_status, observer.snapshot)
     # One request must end before gunicorn's 30 s worker timeout: at most 2 attempts of 8 s
     # plus backoff and a rate-limit wait of at most 8 s (the worker keeps the full settings).
-    gateway = StripeGateway(
+    gateway = gateway or StripeGateway(
         settings,
         observer=metrics.observe_stripe,
         timeout_seconds=min(settings.stripe_timeout_seconds, API_STRIPE_TIMEOUT_SECONDS),

@@ -137,6 +137,23 @@ def cursor_name(partition: int) -> str:
     return f"stripe-events:p{partition}"
 
 
+def crossed_checkpoint(age: float, window: float, stale_after: float) -> bool:
+    """True when a payment's age passed a checkpoint (``stale_after`` x 1, 2, 4, 8 ...) within
+    the last ``window`` seconds.
+
+    A payment with no Stripe event is retrieved one by one at ages 1 h, 2 h, 4 h, 8 h, 16 h
+    (with the defaults): a handful of calls over its life, whatever the pending count, and none
+    of them a burst after a restart. The event sweep remains what finds changes; these checks
+    only guard against an event the sweep could not see.
+    """
+    checkpoint = stale_after
+    while checkpoint <= age:
+        if checkpoint > age - window:
+            return True
+        checkpoint *= 2
+    return False
+
+
 class Reconciler:
     """One reconciliation cycle over owned pending entries; no framework, injected adapters."""
 
@@ -156,9 +173,11 @@ class Reconciler:
         self.settings = settings
         self._calls = calls
         self._clock = clock
-        # When each payment was last retrieved one by one (rebuilt after a restart: at worst
-        # one extra retrieve per stale payment).
-        self._last_retrieved: dict[UUID, float] = {}
+        # When the previous cycle started: the window in which ages crossed a checkpoint.
+        self._previous_start: float | None = None
+        # Payments whose checkpoint came while the budget was spent or Stripe failed: first in
+        # line next cycle. (Lost on restart: their next checkpoint, or expiry, still comes.)
+        self._owed: set[UUID] = set()
 
     def individual_budget(self, rps: float) -> int:
         """Individual Stripe calls one cycle may spend: half the interval at this worker's rate,
@@ -183,8 +202,8 @@ class Reconciler:
         if partitions and high_water is not None:
             for partition in partitions:
                 self.store.set_cursor(cursor_name(partition), str(high_water))
-        known = set(owned)
-        self._last_retrieved = {k: v for k, v in self._last_retrieved.items() if k in known}
+        self._owed &= set(owned)
+        self._previous_start = now
         report.stripe_calls = self._calls() - calls_before
         report.duration_seconds = round(self._clock() - now, 3)
         log.info("reconciliation cycle", **report.summary())
@@ -258,6 +277,9 @@ class Reconciler:
     ) -> None:
         ttl = self.settings.pending_ttl_seconds
         stale_after = self.settings.reconcile_stale_after_seconds
+        interval = self.settings.reconcile_interval_seconds
+        window = interval if self._previous_start is None else now - self._previous_start
+        window = min(max(window, interval), ttl)
         due: list[tuple[float, PendingEntry]] = []
         for entry in owned.values():
             if entry.payment_id in done:
@@ -268,13 +290,14 @@ class Reconciler:
             elif entry.provider_payment_id is None:
                 if age >= CREATION_GRACE_SECONDS:
                     due.append((1.0, entry))
-            else:
-                last = self._last_retrieved.get(entry.payment_id, entry.created_at)
-                if now - last >= stale_after:
-                    due.append((2.0 + last, entry))
+            elif entry.payment_id in self._owed:
+                due.append((2.0, entry))
+            elif crossed_checkpoint(age, window, stale_after):
+                due.append((3.0 + entry.created_at, entry))
         due.sort(key=lambda item: item[0])
         budget = self.individual_budget(rps)
         report.deferred = max(0, len(due) - budget)
+        self._owed = {e.payment_id for _, e in due[budget:] if e.provider_payment_id}
         for _, entry in due[:budget]:
             report.checked_ids.append(str(entry.payment_id))
             try:
@@ -285,12 +308,13 @@ class Reconciler:
                     report.created += 1
                 else:
                     intent = self.provider.retrieve_intent(entry.provider_payment_id)
-                    self._last_retrieved[entry.payment_id] = now
                     report.retrieved += 1
                     if self._apply(entry.payment_id, intent, Source.RECONCILER, None):
                         report.resolved += 1
             except RetryableError as exc:
                 report.errors += 1
+                if entry.provider_payment_id is not None:
+                    self._owed.add(entry.payment_id)
                 log.warning(
                     "stripe unavailable; retried next cycle",
                     payment_id=str(entry.payment_id),

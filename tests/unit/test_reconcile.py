@@ -144,28 +144,46 @@ def test_a_payment_without_intent_gets_one_with_its_idempotency_key() -> None:
     assert len(world.stripe.intents_for(orphan.id)) == 1
 
 
-def test_stale_payments_are_retrieved_once_per_stale_period() -> None:
+def test_stale_payments_are_retrieved_as_their_age_doubles_past_the_stale_period() -> None:
     world = World()
     stale = world.payment()
     world.stripe.succeed(stale.provider_payment_id or "")
     world.stripe.events.clear()  # the event was lost (older than the sweep window)
     quiet = world.payment()
-    entries = [world.entry(stale, age=7200), world.entry(quiet, age=7200)]
+    entries = [world.entry(stale, age=7200), world.entry(quiet, age=7200)]  # crossed 2 h
     report = world.reconciler.run(entries, [0], rps=20)
     assert world.status(stale) is Status.SUCCEEDED
     assert report.retrieved == 2 and report.resolved == 1
-    world.now += 600  # next cycle: quiet was just checked
-    again = world.reconciler.run([world.entry(quiet, age=7800)], [0], rps=20)
-    assert again.retrieved == 0
-    world.now += 3600
-    later = world.reconciler.run([world.entry(quiet, age=11400)], [0], rps=20)
-    assert later.retrieved == 1
+    for age in range(7800, 14400, 600):  # every cycle until the 4 h checkpoint: nothing
+        world.now += 600
+        assert world.reconciler.run([world.entry(quiet, age=age)], [0], rps=20).retrieved == 0
+    world.now += 600
+    assert world.reconciler.run([world.entry(quiet, age=14400)], [0], rps=20).retrieved == 1
+
+
+def test_a_restarted_reconciler_does_not_retrieve_every_old_payment_at_once() -> None:
+    world = World()
+    between_checkpoints = [world.entry(world.payment(), age=5000) for _ in range(20)]
+    report = world.reconciler.run(between_checkpoints, [0], rps=20)
+    assert report.retrieved == 0
+
+
+def test_checks_deferred_by_the_budget_come_first_next_cycle() -> None:
+    world = World(replace_settings(reconcile_interval_seconds=10))
+    payments = [world.payment() for _ in range(30)]
+    first = world.reconciler.run([world.entry(p, age=3600) for p in payments], [0], rps=2)
+    assert (first.retrieved, first.deferred) == (10, 20)
+    world.now += 10  # the checkpoint is now out of the window; the owed checks still happen
+    second = world.reconciler.run([world.entry(p, age=3610) for p in payments], [0], rps=2)
+    assert (second.retrieved, second.deferred) == (10, 10)
+    checked = set(first.checked_ids) | set(second.checked_ids)
+    assert len(checked) == 20
 
 
 def test_individual_checks_stay_within_the_cycle_budget() -> None:
     world = World(replace_settings(reconcile_interval_seconds=10))
     payments = [world.payment() for _ in range(30)]
-    report = world.reconciler.run([world.entry(p, age=7200) for p in payments], [0], rps=2)
+    report = world.reconciler.run([world.entry(p, age=3600) for p in payments], [0], rps=2)
     assert report.retrieved == world.reconciler.individual_budget(2) == 10
     assert report.deferred == 20
 
