@@ -7,6 +7,7 @@ Sizes: ``FAULT_PAYMENTS`` (default 60), ``FAULT_CLIENTS`` (4), ``FAULT_SEED`` (r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import psycopg
 import pytest
 import requests
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from payments.settings import Settings
 from payments.status import Status, can_transition
@@ -93,6 +95,28 @@ def schema_change(settings: Settings, *, add: bool) -> None:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("SET lock_timeout = '10s'")
         conn.execute(ddl)
+
+
+def send_malformed_record(settings: Settings) -> None:
+    """A record Debezium would never write, on the CDC topic; retried while the broker is
+    down (the fault thread may have just killed it)."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+            try:
+                producer.send(
+                    settings.cdc_payments_topic,
+                    key=json.dumps({"id": str(uuid.uuid4())}).encode(),
+                    value=malformed_cdc_record(),
+                ).get(timeout=30)
+                return
+            finally:
+                producer.close()
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 def all_intents(stripe: support_api.LocalStripe) -> dict[str, list[dict[str, Any]]]:
@@ -174,13 +198,7 @@ def test_nothing_is_lost_double_charged_or_left_pending_under_faults(
                 index += 1
                 if index == PAYMENTS // 3:
                     schema_change(settings, add=True)
-                    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-                    producer.send(
-                        settings.cdc_payments_topic,
-                        key=json.dumps({"id": str(uuid.uuid4())}).encode(),
-                        value=malformed_cdc_record(),
-                    ).get(timeout=60)
-                    producer.close()
+                    send_malformed_record(settings)
                 time.sleep(0.4)
         fault_thread.join()
         hostile_thread.join()
@@ -194,7 +212,8 @@ def test_nothing_is_lost_double_charged_or_left_pending_under_faults(
     # that never reached Stripe (it waits 30 s before taking a creation over from the API).
     deadline = time.monotonic() + 240
     while True:
-        requests.post(f"{WORKER}/reconcile/", timeout=120)
+        with contextlib.suppress(requests.RequestException):  # still starting after a kill
+            requests.post(f"{WORKER}/reconcile/", timeout=120)
         rows = stored(settings, prefix)
         intents = all_intents(stripe)
         wrong = {
