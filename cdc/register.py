@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from cdc.connect import ConnectClient, ConnectError, load_connector
 from payments.settings import Settings
@@ -18,6 +23,30 @@ def connector_env(settings: Settings) -> dict[str, str]:
     env.setdefault("PG_PORT", "5432")
     env["CDC_TOPIC_PREFIX"] = settings.cdc_topic_prefix
     return env
+
+
+def change_topics(config: dict[str, str]) -> tuple[list[str], int, int]:
+    """The topics the connector writes for its tables, with its topic-creation defaults."""
+    prefix = config["topic.prefix"]
+    tables = [t.strip() for t in config.get("table.include.list", "").split(",") if t.strip()]
+    partitions = int(config.get("topic.creation.default.partitions", "1"))
+    replication = int(config.get("topic.creation.default.replication.factor", "1"))
+    return [f"{prefix}.{table}" for table in tables], partitions, replication
+
+
+def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int, rf: int) -> list[str]:
+    """Create the change topics that do not exist yet (Debezium creates them only with the first
+    change): a consumer that starts first, on an empty table, is then assigned their partitions
+    at once instead of after its next metadata refresh (minutes later). Returns those created."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
+    try:
+        missing = [t for t in topics if t not in set(admin.list_topics())]
+        for topic in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # Debezium or a worker was quicker
+                admin.create_topics([NewTopic(topic, partitions, rf)])
+        return missing
+    finally:
+        admin.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {'created' if created else 'config up to date / updated'}")
             state = client.wait_running(name, timeout=args.timeout)
             print(f"{name}: RUNNING ({len(state.tasks)} task(s))")
-        except (ConnectError, OSError, ValueError, KeyError) as exc:
+            created_topics = ensure_topics(settings.kafka_bootstrap_servers, *change_topics(config))
+            if created_topics:
+                print(f"{name}: created topics {', '.join(created_topics)}")
+        except (ConnectError, KafkaError, OSError, ValueError, KeyError) as exc:
             print(f"register-connectors: {path}: {exc}", file=sys.stderr)
             return 1
     return 0

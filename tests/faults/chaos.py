@@ -113,6 +113,7 @@ class Faults:
     log: list[str] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
     stop: threading.Event = field(default_factory=threading.Event)
+    planned: int = 0
 
     def _note(self, what: str) -> None:
         self.counts[what] += 1
@@ -173,7 +174,9 @@ class Faults:
 
     def run(self, pause: tuple[float, float]) -> None:
         """Inject every fault once, in random order, with random pauses between them."""
-        for step in self.plan():
+        steps = self.plan()
+        self.planned = len(steps)
+        for step in steps:
             if self.stop.wait(self.rng.uniform(*pause)):
                 return
             step()

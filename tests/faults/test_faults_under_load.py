@@ -30,7 +30,7 @@ from payments.status import Status, can_transition
 from payments.stripe_gateway import Intent
 from tests import support_api
 from tests.faults.chaos import Faults, StripeProxy
-from tests.faults.load import Load, malformed_cdc_record, send_hostile
+from tests.faults.load import HostileReport, Load, malformed_cdc_record, send_hostile
 from tests.stack_support import CdcTail, stack
 
 API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -260,7 +260,7 @@ def test_nothing_is_lost_double_charged_or_left_pending_under_faults(
     inconsistent = {e: s for e, s in events.items() if len(set(s)) > 1}
     replayed = sum(len(s) - 1 for s in events.values())
 
-    report = hostile["report"]
+    report = hostile.get("report") or HostileReport()
     answers = Counter(code for c in load.customers for code in c.answers)
     table = [
         ("faults injected", sum(faults.counts.values())),
@@ -281,6 +281,8 @@ def test_nothing_is_lost_double_charged_or_left_pending_under_faults(
     print("  answers to customers:", dict(sorted(answers.items())))
     print("  answers to hostile input:", dict(sorted(report.answers.items())))
 
+    assert faults.planned and sum(faults.counts.values()) == faults.planned, faults.log
+    assert "report" in hostile, "the hostile-input thread died (its traceback is above)"
     assert not lost, f"payments lost: {lost[:10]}"
     assert not wrong, (
         f"payments not in Stripe's status (db, expected): {dict(list(wrong.items())[:10])}"
