@@ -34,7 +34,13 @@ def change_topics(config: dict[str, str]) -> tuple[list[str], int, int]:
     return [f"{prefix}.{table}" for table in tables], partitions, replication
 
 
-def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int, rf: int) -> list[str]:
+def ensure_topics(
+    bootstrap_servers: str,
+    topics: list[str],
+    partitions: int,
+    rf: int,
+    configs: dict[str, str] | None = None,
+) -> list[str]:
     """Create the change topics that do not exist yet (Debezium creates them only with the first
     change): a consumer that starts first, on an empty table, is then assigned their partitions
     at once instead of after its next metadata refresh (minutes later). Returns those created."""
@@ -43,7 +49,7 @@ def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int, rf
         missing = [t for t in topics if t not in set(admin.list_topics())]
         for topic in missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # Debezium or a worker was quicker
-                admin.create_topics([NewTopic(topic, partitions, rf)])
+                admin.create_topics([NewTopic(topic, partitions, rf, topic_configs=configs or {})])
         return missing
     finally:
         admin.close()

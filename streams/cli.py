@@ -4,14 +4,17 @@ running workers (over their web port) for the pending table and reconciliation f
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import faust
 import requests
 from faust.cli import option
+from kafka.errors import KafkaError
 
 from payments.settings import Settings
 from streams.app import create_app
+from streams.topics import create_missing_topics
 
 TIMEOUT = 600.0  # a reconcile-now may take as long as a cycle
 
@@ -61,6 +64,14 @@ def add_commands(app: faust.App, settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
+    if sys.argv[1:2] == ["worker"]:
+        try:
+            created = create_missing_topics(settings)
+        except KafkaError as exc:  # Faust waits for the broker and creates them itself
+            print(f"payments-worker: could not pre-create topics: {exc}", flush=True)
+        else:
+            if created:
+                print(f"payments-worker: created topics {', '.join(created)}", flush=True)
     app = create_app(settings)
     add_commands(app, settings)
     app.main()

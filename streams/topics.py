@@ -8,6 +8,7 @@ from typing import Any
 import faust
 from faust.types import TableT
 
+from cdc.register import ensure_topics
 from payments.settings import Settings
 
 # The change topic's partition count (Debezium's topic.creation.default.partitions): it bounds
@@ -23,6 +24,22 @@ ROCKSDB_OPTIONS = {
     "target_file_size_base": 16 * 1024**2,
     "max_open_files": 256,
 }
+
+
+PENDING_TABLE = "pending-payments"
+EMITTED_TABLE = "emitted-versions"
+
+
+def create_missing_topics(settings: Settings) -> list[str]:
+    """Create every topic the worker reads or writes before it joins its group. Faust creates
+    them too, but a topic made moments before the group's first assignment is missing from the
+    consumer's metadata and left unassigned until the next refresh, minutes later."""
+    servers = settings.kafka_bootstrap_servers
+    plain = [settings.cdc_payments_topic, settings.status_topic, settings.dlq_topic]
+    changelogs = [f"{settings.worker_app_id}-{t}-changelog" for t in (PENDING_TABLE, EMITTED_TABLE)]
+    return ensure_topics(servers, plain, PARTITIONS, 1) + ensure_topics(
+        servers, changelogs, PARTITIONS, 1, {"cleanup.policy": "compact"}
+    )
 
 
 @dataclass(frozen=True)
@@ -53,13 +70,13 @@ def declare(app: faust.App, settings: Settings) -> Channels:
         dead_letters=raw_topic(settings.dlq_topic),
         # payment id -> PendingEntry.to_dict(), for payments whose latest row is pending.
         pending=app.Table(
-            "pending-payments",
+            PENDING_TABLE,
             partitions=PARTITIONS,
             options=ROCKSDB_OPTIONS,
         ),
         # payment id -> the newest version whose status change was emitted (replay dedupe).
         emitted=app.Table(
-            "emitted-versions",
+            EMITTED_TABLE,
             partitions=PARTITIONS,
             options=ROCKSDB_OPTIONS,
         ),
