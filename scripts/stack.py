@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ["postgres", "replica1", "replica2", "kafka", "connect", "localstripe", "api", "worker"]
@@ -292,10 +293,11 @@ def _pg_running(cfg: Config, name: str) -> bool:
     return _pg_ctl(cfg, name, "status").returncode == 0
 
 
-def _psql_superuser(cfg: Config, sql: str) -> None:
+def _superuser(cfg: Config) -> Any:
+    """An autocommit connection to the primary as the ``postgres`` superuser."""
     import psycopg
 
-    with psycopg.connect(
+    return psycopg.connect(
         host="127.0.0.1",
         port=cfg.pg_port,
         user="postgres",
@@ -303,8 +305,7 @@ def _psql_superuser(cfg: Config, sql: str) -> None:
         dbname="postgres",
         autocommit=True,
         connect_timeout=5,
-    ) as conn:
-        conn.execute(sql.encode())
+    )
 
 
 def _pg_query(port: int, sql: str, user: str = "payments", dbname: str = "payments") -> list[tuple]:
@@ -398,28 +399,17 @@ def start_postgres(cfg: Config) -> None:
         with open(data / "pg_hba.conf", "a") as hba:
             hba.write("host replication all 127.0.0.1/32 scram-sha-256\n")
     _pg_start(cfg, "postgres", cfg.pg_port)
-    _psql_superuser(
-        cfg,
-        """
-        DO $$ BEGIN
-          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments') THEN
-            CREATE ROLE payments LOGIN REPLICATION PASSWORD 'payments';
-          END IF;
-          GRANT pg_monitor TO payments;
-        END $$;
-        """,
-    )
-    import psycopg
-
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=cfg.pg_port,
-        user="postgres",
-        password="postgres",
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=5,
-    ) as conn:
+    with _superuser(cfg) as conn:
+        conn.execute(
+            b"""
+            DO $$ BEGIN
+              IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'payments') THEN
+                CREATE ROLE payments LOGIN REPLICATION PASSWORD 'payments';
+              END IF;
+              GRANT pg_monitor TO payments;
+            END $$;
+            """
+        )
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'payments'").fetchone():
             conn.execute("CREATE DATABASE payments OWNER payments")
 

@@ -107,18 +107,21 @@ class LocalStripe:
         response = self.session.request(method, self.base + path, timeout=10, **kw)
         return response.status_code, response.json()
 
-    def intents_for(self, payment_id: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
+    def intents(self) -> Iterator[dict[str, Any]]:
+        """Every PaymentIntent the stand-in holds, page by page."""
         params: dict[str, Any] = {"limit": 100}
         while True:
             status, page = self._call("GET", "/v1/payment_intents", params=params)
             assert status == 200, page
-            found += [
-                i for i in page["data"] if (i.get("metadata") or {}).get("payment_id") == payment_id
-            ]
+            yield from page["data"]
             if not page.get("has_more") or not page["data"]:
-                return found
+                return
             params["starting_after"] = page["data"][-1]["id"]
+
+    def intents_for(self, payment_id: str) -> list[dict[str, Any]]:
+        return [
+            i for i in self.intents() if (i.get("metadata") or {}).get("payment_id") == payment_id
+        ]
 
     def pay(self, intent_id: str, card_number: str) -> tuple[int, dict[str, Any]]:
         """Attach a card to the intent and confirm it, as a browser would."""

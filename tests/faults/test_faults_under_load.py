@@ -121,17 +121,11 @@ def send_malformed_record(settings: Settings) -> None:
 
 def all_intents(stripe: support_api.LocalStripe) -> dict[str, list[dict[str, Any]]]:
     by_payment: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    params: dict[str, Any] = {"limit": 100}
-    while True:
-        status, page = stripe._call("GET", "/v1/payment_intents", params=params)
-        assert status == 200, page
-        for intent in page["data"]:
-            pid = (intent.get("metadata") or {}).get("payment_id")
-            if pid:
-                by_payment[pid].append(intent)
-        if not page.get("has_more") or not page["data"]:
-            return by_payment
-        params["starting_after"] = page["data"][-1]["id"]
+    for intent in stripe.intents():
+        pid = (intent.get("metadata") or {}).get("payment_id")
+        if pid:
+            by_payment[pid].append(intent)
+    return by_payment
 
 
 def stored(settings: Settings, prefix: str) -> dict[str, dict[str, Any]]:
