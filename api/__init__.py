@@ -12,7 +12,7 @@ import structlog
 from flask import Flask, Response, g, request
 
 from api import problems
-from api.bootstrap import Deps, bootstrap
+from api.bootstrap import ApiServices, build_api_services
 from api.checkout import checkout_bp
 from api.ops import ops_bp
 from api.problems import ApiProblem
@@ -36,9 +36,9 @@ OPEN_ENDPOINTS = frozenset(
 )
 
 
-def create_app(settings: Settings | None = None, *, deps: Deps | None = None) -> Flask:
-    """Build the app. With ``deps`` (e.g. ``bootstrap_fake()``) nothing connects anywhere."""
-    settings = settings or (deps.settings if deps else Settings())
+def create_app(settings: Settings | None = None, *, services: ApiServices | None = None) -> Flask:
+    """Build the app. With ``services`` built over fakes, nothing connects anywhere."""
+    settings = settings or (services.settings if services else Settings())
     configure_logging(settings.log_level)
     # stripe-python logs every request at INFO; our own lines carry what matters.
     logging.getLogger("stripe").setLevel(logging.WARNING)
@@ -49,9 +49,9 @@ def create_app(settings: Settings | None = None, *, deps: Deps | None = None) ->
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.api_max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    wired = deps or bootstrap(settings)
+    wired = services or build_api_services(settings)
     app.extensions["payments"] = wired
-    api_keys = settings.api_key_set
+    api_keys = frozenset(settings.api_key_tenants)
 
     @app.before_request
     def _start() -> None:

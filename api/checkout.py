@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, render_template
 
-from api.bootstrap import Deps
-from payments.money import ZERO_DECIMAL
+from api.bootstrap import ApiServices
+from payments.domain.money import ZERO_DECIMAL
 
 checkout_bp = Blueprint(
     "checkout",
@@ -31,8 +31,8 @@ def stripe_js_url(api_base: str, browser_base: str) -> str:
 
 @checkout_bp.get("/checkout")
 def page() -> Response:
-    deps: Deps = current_app.extensions["payments"]
-    settings = deps.settings
+    services: ApiServices = current_app.extensions["payments"]
+    settings = services.settings
     html = render_template(
         "checkout.html",
         stripe_js=stripe_js_url(settings.stripe_api_base, settings.stripe_browser_api_base),

@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from payments.status import Status
+from payments.domain.status import Status
 
 
 class PaymentsByStatus(Collector):
@@ -136,9 +136,10 @@ class OpsGauges(Collector):
 class Metrics:
     def __init__(
         self,
-        count_by_status: Callable[[], dict[Status, int]],
+        count_by_status: Callable[[], dict[Status, int]] | None = None,
         ops_snapshot: Callable[[tuple[str, ...]], dict[str, Any]] | None = None,
     ) -> None:
+        self.count_by_status = count_by_status
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "http_requests_total",
@@ -164,7 +165,6 @@ class Metrics:
             ["type", "outcome"],
             registry=self.registry,
         )
-        self._by_status = PaymentsByStatus(count_by_status)
         self._ops = OpsGauges(ops_snapshot) if ops_snapshot is not None else None
 
     def observe_stripe(self, operation: str, outcome: str) -> None:
@@ -178,7 +178,8 @@ class Metrics:
             registry = self.registry
         body = generate_latest(registry)
         scrape_time = CollectorRegistry()
-        scrape_time.register(self._by_status)
+        if self.count_by_status is not None:
+            scrape_time.register(PaymentsByStatus(self.count_by_status))
         if self._ops is not None:
             scrape_time.register(self._ops)
         return body + generate_latest(scrape_time)

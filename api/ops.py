@@ -14,8 +14,8 @@ from flask import Blueprint, Response, current_app, jsonify, render_template
 
 from api.problems import ApiProblem
 from cdc.observe import Observer
-from payments.errors import PaymentsError
-from payments.money import Money
+from payments.domain.errors import PaymentsError
+from payments.domain.money import Money
 
 ops_bp = Blueprint("ops", __name__, template_folder="templates")
 REFRESH_SECONDS = 5

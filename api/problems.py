@@ -10,7 +10,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from payments.errors import (
+from payments.domain.errors import (
     Conflict,
     InvalidRequest,
     NotFound,

@@ -15,8 +15,8 @@ from pydantic import (
     model_validator,
 )
 
-from payments.money import CURRENCIES, MAX_AMOUNT_MINOR, MIN_AMOUNT_MINOR
-from payments.status import Status
+from payments.domain.money import CURRENCIES, MAX_AMOUNT_MINOR, MIN_AMOUNT_MINOR
+from payments.domain.status import Status
 
 # Stripe's metadata rules: 50 keys (one is ours: payment_id), key <= 40 chars without square
 # brackets, value <= 500 chars.

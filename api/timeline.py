@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from api.emitted import EmittedEvents
-from payments.repository import InboxEvent
+from payments.domain.status import Status
+from payments.ports import InboxEvent
 from payments.service import PaymentHistory
-from payments.status import Status
 
 # Stripe events that carry an outcome into our status.
 OUTCOME_EVENTS = frozenset(

@@ -8,25 +8,25 @@ from uuid import UUID
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import ValidationError
 
-from api.bootstrap import Deps
+from api.bootstrap import ApiServices
 from api.openapi import build_spec, render_docs
 from api.problems import ApiProblem
 from api.schemas import ConfirmPaymentBody, CreatePaymentBody
 from api.timeline import timeline
-from payments.errors import InvalidRequest
-from payments.model import Payment
-from payments.money import Money
-from payments.repository import PageCursor
+from payments.adapters.stripe_gateway import verify_webhook
+from payments.domain.errors import InvalidRequest
+from payments.domain.money import Money
+from payments.domain.payment import Payment
+from payments.domain.status import Status
+from payments.ports import PageCursor
 from payments.service import CreateOutcome, CreatePayment
-from payments.status import Status
-from payments.stripe_gateway import verify_webhook
 
 bp = Blueprint("payments", __name__)
 WEBHOOK_MAX_BYTES = 1024 * 1024
 
 
-def deps() -> Deps:
-    found: Deps = current_app.extensions["payments"]
+def services() -> ApiServices:
+    found: ApiServices = current_app.extensions["payments"]
     return found
 
 
@@ -97,7 +97,7 @@ def create_payment() -> Response:
             field="body",
         )
     body = CreatePaymentBody.model_validate(data)
-    result = deps().service.create_payment(
+    result = services().service.create_payment(
         CreatePayment(
             idempotency_key=key,
             money=Money(body.amount_minor, body.currency),
@@ -122,7 +122,7 @@ def create_payment() -> Response:
 
 @bp.get("/payments/<raw_id>")
 def get_payment(raw_id: str) -> Response:
-    payment = deps().service.get(_payment_id(raw_id))
+    payment = services().service.get(_payment_id(raw_id))
     g.payment_id = str(payment.id)
     return jsonify(payment.public_dict())
 
@@ -146,7 +146,7 @@ def list_payments() -> Response:
             f"limit must be an integer from 1 to 100, got {raw_limit!r}", field="limit"
         )
     after = PageCursor.decode(args["after"]) if args.get("after") else None
-    payments, cursor = deps().service.list(status=status, limit=int(raw_limit), after=after)
+    payments, cursor = services().service.list(status=status, limit=int(raw_limit), after=after)
     return jsonify(
         {"data": [p.public_dict() for p in payments], "next": cursor.encode() if cursor else None}
     )
@@ -156,7 +156,7 @@ def list_payments() -> Response:
 def cancel_payment(raw_id: str) -> Response:
     payment_id = _payment_id(raw_id)
     g.payment_id = str(payment_id)
-    payment = deps().service.cancel(payment_id)
+    payment = services().service.cancel(payment_id)
     return jsonify(payment.public_dict())
 
 
@@ -174,7 +174,7 @@ def confirm_payment(raw_id: str) -> Response:
             field="body",
         )
     body = ConfirmPaymentBody.model_validate(data)
-    confirmation = deps().service.confirm(payment_id, body.payment_method)
+    confirmation = services().service.confirm(payment_id, body.payment_method)
     intent = confirmation.intent
     return jsonify(
         {
@@ -191,8 +191,8 @@ def confirm_payment(raw_id: str) -> Response:
 def payment_timeline(raw_id: str) -> Response:
     payment_id = _payment_id(raw_id)
     g.payment_id = str(payment_id)
-    history = deps().service.history(payment_id)
-    emitted = deps().status_events.events_for(payment_id, history.payment.created_at)
+    history = services().service.history(payment_id)
+    emitted = services().status_events.events_for(payment_id, history.payment.created_at)
     response = jsonify(timeline(history, emitted))
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -202,19 +202,19 @@ def payment_timeline(raw_id: str) -> Response:
 def stripe_webhook() -> Response:
     request.max_content_length = WEBHOOK_MAX_BYTES
     raw = request.get_data(cache=True)
-    settings = deps().settings
+    settings = services().settings
     event, payload = verify_webhook(
         raw,
         request.headers.get("Stripe-Signature"),
         secret=settings.stripe_webhook_secret,
         tolerance_seconds=settings.stripe_webhook_tolerance_seconds,
     )
-    result = deps().service.apply_webhook_event(event, payload)
+    result = services().service.apply_webhook_event(event, payload)
     if result.payment is not None:
         g.payment_id = str(result.payment.id)
     elif event.intent is not None and event.intent.payment_id:
         g.payment_id = event.intent.payment_id
-    deps().metrics.webhooks.labels(event.type, result.outcome).inc()
+    services().metrics.webhooks.labels(event.type, result.outcome).inc()
     if result.duplicate:
         return jsonify({"status": "duplicate", "outcome": None})
     return jsonify({"status": "processed", "outcome": result.outcome})
@@ -227,7 +227,7 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    checks = {name: check() for name, check in deps().readiness.items()}
+    checks = {name: check() for name, check in services().readiness.items()}
     ready = all(v == "ok" for v in checks.values())
     response = jsonify({"status": "ready" if ready else "not ready", "checks": checks})
     response.status_code = 200 if ready else 503
@@ -236,7 +236,7 @@ def readyz() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(deps().metrics.render(), mimetype="text/plain; version=0.0.4")
+    return Response(services().metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
 @bp.get("/openapi.json")

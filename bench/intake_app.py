@@ -10,11 +10,13 @@ from __future__ import annotations
 from flask import Flask
 
 from api import create_app as create_api
-from api.bootstrap import bootstrap
+from api.bootstrap import build_api_services
+from payments.bootstrap import bootstrap
 from payments.settings import Settings
-from payments.testing import FakeStripeGateway
+from tests.fakes import FakeStripeGateway
 
 
 def create_app() -> Flask:
     settings = Settings()
-    return create_api(settings, deps=bootstrap(settings, gateway=FakeStripeGateway()))
+    core = bootstrap(settings, role="api", gateway=FakeStripeGateway())
+    return create_api(settings, services=build_api_services(settings, core=core))

@@ -26,15 +26,16 @@ from datetime import UTC, datetime
 
 from bench.report import Figure, format_ratio, format_seconds, say
 from bench.stack import Context
-from payments.model import Payment
-from payments.money import Money
-from payments.ratelimit import RateLimiter
+from payments.adapters.rate_limit import RateLimiter
+from payments.bootstrap import reconcile_policy
+from payments.domain.money import Money
+from payments.domain.payment import Payment
+from payments.domain.status import Status
+from payments.ports import ProviderEvent
 from payments.reconcile import PendingEntry, Reconciler
 from payments.service import PaymentService
 from payments.settings import Settings
-from payments.status import Status
-from payments.stripe_gateway import ProviderEvent
-from payments.testing import FakePaymentRepository, FakeStripeGateway, _FakeIntent
+from tests.fakes import FakePaymentRepository, FakeStripeGateway, _FakeIntent
 
 STRIPE_RPS = 25.0
 LATENCY_SECONDS = 0.030
@@ -148,7 +149,7 @@ def cycle(
         repo,
         stripe,
         PaymentService(repo, stripe),
-        Settings(),
+        reconcile_policy(Settings()),
         calls=lambda: stripe.calls,
         clock=clock.time if clock else time.time,
     )

@@ -19,8 +19,8 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from payments.errors import PaymentsError
-from payments.status import Status
+from payments.domain.errors import PaymentsError
+from payments.domain.status import Status
 
 
 class DecodeError(PaymentsError):

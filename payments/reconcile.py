@@ -25,13 +25,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
-from payments.errors import PaymentsError, RetryableError
+from payments.domain.errors import PaymentsError, RetryableError
+from payments.domain.payment import Payment
+from payments.domain.status import Source, Status
 from payments.logs import get_logger
-from payments.model import Payment
-from payments.repository import TransitionOutcome, TransitionResult
-from payments.settings import Settings
-from payments.status import Source, Status
-from payments.stripe_gateway import Intent, ProviderEvent
+from payments.ports import Intent, ProviderEvent, TransitionOutcome, TransitionResult
 
 log = get_logger("payments.reconcile")
 
@@ -105,6 +103,15 @@ class Creator(Protocol):
     def finish_creation(self, payment_id: UUID) -> Payment | None: ...
 
 
+@dataclass(frozen=True)
+class ReconcilePolicy:
+    """The timing rules of reconciliation (from the settings of the same names)."""
+
+    interval_seconds: float = 600.0
+    stale_after_seconds: float = 3_600.0
+    ttl_seconds: float = 86_400.0
+
+
 @dataclass
 class CycleReport:
     """The figures of one cycle (served by the worker's web views and CLI)."""
@@ -162,7 +169,7 @@ class Reconciler:
         store: Store,
         provider: Provider,
         creator: Creator,
-        settings: Settings,
+        policy: ReconcilePolicy,
         *,
         calls: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.time,
@@ -170,7 +177,7 @@ class Reconciler:
         self.store = store
         self.provider = provider
         self.creator = creator
-        self.settings = settings
+        self.policy = policy
         self._calls = calls
         self._clock = clock
         # When the previous cycle started: the window in which ages crossed a checkpoint.
@@ -182,7 +189,7 @@ class Reconciler:
     def individual_budget(self, rps: float) -> int:
         """Individual Stripe calls one cycle may spend: half the interval at this worker's rate,
         the rest is headroom for the sweep, webhooks' API calls and retries."""
-        return max(1, int(rps * self.settings.reconcile_interval_seconds * 0.5))
+        return max(1, int(rps * self.policy.interval_seconds * 0.5))
 
     def run(
         self, entries: Iterable[PendingEntry], partitions: Sequence[int], *, rps: float
@@ -224,7 +231,7 @@ class Reconciler:
             return None
         stored = [self.store.get_cursor(cursor_name(p)) for p in partitions]
         # A partition never swept starts one stale period back; older payments are retrieved.
-        default = int(now - self.settings.reconcile_stale_after_seconds)
+        default = int(now - self.policy.stale_after_seconds)
         since = min(int(c) if c else default for c in stored)
         high_water = since
         try:
@@ -275,9 +282,9 @@ class Reconciler:
         rps: float,
         report: CycleReport,
     ) -> None:
-        ttl = self.settings.pending_ttl_seconds
-        stale_after = self.settings.reconcile_stale_after_seconds
-        interval = self.settings.reconcile_interval_seconds
+        ttl = self.policy.ttl_seconds
+        stale_after = self.policy.stale_after_seconds
+        interval = self.policy.interval_seconds
         window = interval if self._previous_start is None else now - self._previous_start
         window = min(max(window, interval), ttl)
         due: list[tuple[float, PendingEntry]] = []

@@ -1,41 +1,43 @@
 """Use cases: create a payment, finish a creation, cancel, apply a Stripe webhook event.
 
 Entry points (Flask views, the Faust worker) parse their input, call one function here, and
-answer. The repository and the gateway are passed in, real or fake (``payments.testing``).
+answer. The repository and the gateway are passed in, real or fake (``tests.fakes``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID, uuid4
 
-from payments.errors import (
+from payments.domain.errors import (
     Conflict,
     NotFound,
     ProviderDeclined,
     RetryableError,
     TransitionRefused,
 )
+from payments.domain.money import Money
+from payments.domain.payment import Payment
+from payments.domain.status import Source, Status
 from payments.logs import get_logger
-from payments.model import Payment
-from payments.money import Money
-from payments.repository import (
+from payments.ports import (
     AuditEvent,
     InboxEvent,
-    InsertResult,
+    Intent,
     NewPayment,
     PageCursor,
+    PaymentGateway,
+    PaymentRepository,
+    ProviderEvent,
     TransitionOutcome,
     TransitionResult,
     WebhookResult,
 )
-from payments.status import Source, Status
-from payments.stripe_gateway import Intent, ProviderEvent
 
 log = get_logger(__name__)
 
@@ -69,68 +71,6 @@ class PaymentDeclined(ProviderDeclined):
     ) -> None:
         super().__init__(message, code=code, field=field)
         self.payment = payment
-
-
-class PaymentStore(Protocol):
-    """What the use cases need from storage (``PaymentRepository`` or the in-memory fake)."""
-
-    def get(self, payment_id: UUID) -> Payment | None: ...
-    def get_for_read(self, payment_id: UUID) -> Payment | None: ...
-    def events(self, payment_id: UUID) -> list[AuditEvent]: ...
-    def webhooks(self, payment_id: UUID, *, limit: int = 50) -> list[InboxEvent]: ...
-    def insert_pending(self, new: NewPayment) -> InsertResult: ...
-    def claim_creation(
-        self, payment_id: UUID, *, lease_seconds: float = 60.0
-    ) -> Payment | None: ...
-    def release_creation(self, payment_id: UUID) -> None: ...
-    def attach_intent(
-        self,
-        payment_id: UUID,
-        *,
-        provider_payment_id: str,
-        provider_status: str,
-        client_secret: str | None,
-    ) -> Payment: ...
-    def transition(
-        self,
-        payment_id: UUID,
-        to: Status,
-        *,
-        source: Source,
-        provider_status: str | None = None,
-        provider_event_id: str | None = None,
-        failure_code: str | None = None,
-        failure_message: str | None = None,
-    ) -> TransitionResult: ...
-    def set_provider_status(self, payment_id: UUID, provider_status: str) -> Payment | None: ...
-    def list_page(
-        self, *, status: Status | None = None, limit: int = 50, after: PageCursor | None = None
-    ) -> tuple[list[Payment], PageCursor | None]: ...
-    def apply_webhook(
-        self,
-        *,
-        event_id: str,
-        event_type: str,
-        payload: Mapping[str, Any],
-        payment_id: UUID | None,
-        provider_payment_id: str | None,
-        to: Status | None,
-        provider_status: str | None,
-        failure_code: str | None = None,
-        failure_message: str | None = None,
-    ) -> WebhookResult: ...
-
-
-class Gateway(Protocol):
-    """What the use cases need from Stripe (``StripeGateway`` or ``FakeStripeGateway``)."""
-
-    def create_intent(self, payment: Payment) -> Intent: ...
-    def retrieve_intent(self, intent_id: str) -> Intent: ...
-    def cancel_intent(self, intent_id: str) -> Intent: ...
-    def confirm_intent(
-        self, intent_id: str, payment_method: str, *, idempotency_key: str
-    ) -> Intent: ...
-    def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]: ...
 
 
 @dataclass(frozen=True)
@@ -191,12 +131,12 @@ class CreateResult:
 
 
 class PaymentService:
-    """The use cases, over any ``PaymentStore`` and ``Gateway``."""
+    """The use cases, over any ``PaymentRepository`` and ``PaymentGateway``."""
 
     def __init__(
         self,
-        repo: PaymentStore,
-        gateway: Gateway,
+        repo: PaymentRepository,
+        gateway: PaymentGateway,
         *,
         creation_lease_seconds: float = 120.0,
     ) -> None:

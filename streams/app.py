@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, store: str = "rocksdb://") -> faust.App:
         settings.worker_app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",")],
         store=store,
-        datadir=settings.worker_data_dir,
+        datadir=settings.worker_state_dir,
         autodiscover=False,
         topic_partitions=PARTITIONS,
         topic_replication_factor=1,
@@ -186,7 +186,7 @@ def _register_reconciler(
             loop = asyncio.get_running_loop()
             # Blocking SQL and HTTP run in a thread: the agent keeps consuming meanwhile.
             report = await loop.run_in_executor(
-                None, lambda: resources.reconciler.run(entries, partitions, rps=rps)
+                None, lambda: resources.core.reconciler.run(entries, partitions, rps=rps)
             )
             state.last_cycle = report
             metrics.cycles.inc()

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdc.envelope import Op, PaymentChange, PaymentRow
+from payments.domain.status import Status
 from payments.reconcile import PendingEntry
-from payments.status import Status
 
 
 @dataclass(frozen=True, slots=True)

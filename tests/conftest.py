@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from payments.repository import PaymentRepository
+from payments.adapters.postgres.repository import PostgresRepository
 from payments.settings import Settings
 from tests import support_api
 
@@ -34,7 +34,7 @@ def s(settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def repo(settings: Settings) -> Iterator[PaymentRepository]:
+def repo(settings: Settings) -> Iterator[PostgresRepository]:
     """The repository on the primary (migrations applied), for reading what a test caused."""
     repository, pool = support_api.repository(settings)
     yield repository

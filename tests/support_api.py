@@ -17,9 +17,9 @@ from flask import Flask
 from psycopg_pool import ConnectionPool
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from payments.db import make_pool
+from payments.adapters.postgres.pools import make_pool
+from payments.adapters.postgres.repository import PostgresRepository
 from payments.migrate import migrate
-from payments.repository import PaymentRepository
 from payments.settings import Settings
 
 
@@ -33,9 +33,9 @@ def primary_pool(s: Settings) -> ConnectionPool:
     return make_pool(s.database_url, s, name="tests", wait=True, max_size=20)
 
 
-def repository(s: Settings) -> tuple[PaymentRepository, ConnectionPool]:
+def repository(s: Settings) -> tuple[PostgresRepository, ConnectionPool]:
     pool = primary_pool(s)
-    return PaymentRepository(pool), pool
+    return PostgresRepository(pool), pool
 
 
 def free_port() -> int:

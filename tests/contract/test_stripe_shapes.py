@@ -20,11 +20,11 @@ import pytest
 import requests
 import stripe
 
-from payments.model import Payment
-from payments.money import Money
+from payments.adapters.stripe_gateway import StripeGateway
+from payments.domain.money import Money
+from payments.domain.payment import Payment
+from payments.domain.status import Status
 from payments.settings import Settings
-from payments.status import Status
-from payments.stripe_gateway import StripeGateway
 from tests.support_api import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

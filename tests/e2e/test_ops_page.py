@@ -32,7 +32,7 @@ def browser() -> Iterator[Browser]:
 
 
 def _headers(s: Settings) -> dict[str, str]:
-    keys = sorted(s.api_key_set)
+    keys = sorted(s.api_key_tenants)
     return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
 
 

@@ -10,9 +10,9 @@ from uuid import UUID, uuid4
 import pytest
 import requests
 
-from payments.repository import PaymentRepository
+from payments.adapters.postgres.repository import PostgresRepository
+from payments.domain.status import Source, Status
 from payments.settings import Settings
-from payments.status import Source, Status
 from tests import support_api
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +24,7 @@ DECLINED_WHEN_CHARGED = "4000000000000341"
 @pytest.fixture(scope="module")
 def api(s: Settings) -> requests.Session:
     session = requests.Session()
-    keys = sorted(s.api_key_set)
+    keys = sorted(s.api_key_tenants)
     if keys:
         session.headers["Authorization"] = f"Bearer {keys[0]}"
     ready = session.get(f"{API}/readyz", timeout=10)
@@ -52,7 +52,7 @@ def status_of(api: requests.Session, payment_id: str) -> str:
 
 
 def test_test_card_payment_succeeds_through_the_real_webhook(
-    api: requests.Session, s: Settings, repo: PaymentRepository
+    api: requests.Session, s: Settings, repo: PostgresRepository
 ) -> None:
     payment = create(api, 2000)
     status, intent = support_api.LocalStripe(s).pay(payment["provider_payment_id"], SUCCEEDS)
@@ -69,7 +69,7 @@ def test_test_card_payment_succeeds_through_the_real_webhook(
 
 
 def test_declining_card_ends_failed(
-    api: requests.Session, s: Settings, repo: PaymentRepository
+    api: requests.Session, s: Settings, repo: PostgresRepository
 ) -> None:
     payment = create(api, 3000)
     status, error = support_api.LocalStripe(s).pay(
@@ -84,7 +84,7 @@ def test_declining_card_ends_failed(
 
 
 def test_200_concurrent_posts_to_the_live_api_make_one_payment(
-    api: requests.Session, s: Settings, repo: PaymentRepository
+    api: requests.Session, s: Settings, repo: PostgresRepository
 ) -> None:
     import threading
 

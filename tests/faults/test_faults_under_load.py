@@ -25,9 +25,9 @@ import requests
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from payments.domain.status import Status, can_transition
+from payments.ports import Intent
 from payments.settings import Settings
-from payments.status import Status, can_transition
-from payments.stripe_gateway import Intent
 from tests import support_api
 from tests.faults.chaos import Faults, StripeProxy
 from tests.faults.load import HostileReport, Load, malformed_cdc_record, send_hostile

@@ -11,10 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
-from payments.repository import PaymentRepository
+from payments.adapters.postgres.repository import PostgresRepository
+from payments.adapters.stripe_gateway import StripeGateway
 from payments.service import PaymentService
 from payments.settings import Settings
-from payments.stripe_gateway import StripeGateway
 from tests import support_api
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ BODY = {
 
 
 @pytest.fixture(scope="module")
-def app(s: Settings, repo: PaymentRepository) -> Flask:
+def app(s: Settings, repo: PostgresRepository) -> Flask:
     return create_app(s)
 
 
@@ -42,7 +42,7 @@ def localstripe(s: Settings) -> support_api.LocalStripe:
 
 
 def test_create_replay_and_reuse(
-    client: FlaskClient, repo: PaymentRepository, localstripe: support_api.LocalStripe
+    client: FlaskClient, repo: PostgresRepository, localstripe: support_api.LocalStripe
 ) -> None:
     key = f"it-{uuid4()}"
     first = client.post("/payments", json=BODY, headers={"Idempotency-Key": key})
@@ -67,7 +67,7 @@ def test_create_replay_and_reuse(
 
 
 def test_200_concurrent_posts_with_one_key_make_one_row_and_one_intent(
-    app: Flask, repo: PaymentRepository, localstripe: support_api.LocalStripe
+    app: Flask, repo: PostgresRepository, localstripe: support_api.LocalStripe
 ) -> None:
     key = f"burst-{uuid4()}"
     statuses: list[int] = []
@@ -116,7 +116,7 @@ def test_200_concurrent_posts_with_one_key_make_one_row_and_one_intent(
 
 
 def test_stripe_unreachable_gives_202_then_worker_finishes(
-    s: Settings, repo: PaymentRepository, localstripe: support_api.LocalStripe
+    s: Settings, repo: PostgresRepository, localstripe: support_api.LocalStripe
 ) -> None:
     down = s.model_copy(
         update={

@@ -7,17 +7,18 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from payments.db import make_pool
-from payments.money import Money
-from payments.repository import NewPayment, PageCursor, PaymentRepository, TransitionOutcome
+from payments.adapters.postgres.pools import make_pool
+from payments.adapters.postgres.repository import PostgresRepository
+from payments.domain.money import Money
+from payments.domain.status import Source, Status
+from payments.ports import NewPayment, PageCursor, TransitionOutcome
 from payments.settings import Settings
-from payments.status import Source, Status
 from tests import support_api
 
 pytestmark = pytest.mark.integration
 
 
-def new_payment(repo: PaymentRepository, amount: int = 1000) -> UUID:
+def new_payment(repo: PostgresRepository, amount: int = 1000) -> UUID:
     result = repo.insert_pending(
         NewPayment(uuid4(), f"repo-{uuid4()}", "hash", Money(amount, "usd"), metadata={"a": "b"})
     )
@@ -25,7 +26,7 @@ def new_payment(repo: PaymentRepository, amount: int = 1000) -> UUID:
     return result.payment.id
 
 
-def test_insert_is_idempotent_per_key(repo: PaymentRepository) -> None:
+def test_insert_is_idempotent_per_key(repo: PostgresRepository) -> None:
     key = f"repo-{uuid4()}"
     first = repo.insert_pending(NewPayment(uuid4(), key, "h1", Money(5, "usd")))
     second = repo.insert_pending(NewPayment(uuid4(), key, "h2", Money(6, "usd")))
@@ -35,7 +36,7 @@ def test_insert_is_idempotent_per_key(repo: PaymentRepository) -> None:
     assert second.creation_claimed_at is not None
 
 
-def test_guarded_transitions_and_exact_audit(repo: PaymentRepository) -> None:
+def test_guarded_transitions_and_exact_audit(repo: PostgresRepository) -> None:
     pid = new_payment(repo)
     failed = repo.transition(
         pid,
@@ -72,7 +73,7 @@ def test_guarded_transitions_and_exact_audit(repo: PaymentRepository) -> None:
     ]
 
 
-def test_racing_final_transitions_one_wins(repo: PaymentRepository) -> None:
+def test_racing_final_transitions_one_wins(repo: PostgresRepository) -> None:
     for _ in range(5):
         pid = new_payment(repo)
         outcomes: list[TransitionOutcome] = []
@@ -97,7 +98,7 @@ def test_racing_final_transitions_one_wins(repo: PaymentRepository) -> None:
         assert len(repo.events(pid)) == 1
 
 
-def test_intent_attach_and_creation_claim(repo: PaymentRepository) -> None:
+def test_intent_attach_and_creation_claim(repo: PostgresRepository) -> None:
     pid = new_payment(repo)
     assert repo.claim_creation(pid, lease_seconds=60) is None  # the inserter holds it
     repo.release_creation(pid)
@@ -126,7 +127,7 @@ def test_intent_attach_and_creation_claim(repo: PaymentRepository) -> None:
     assert repo.get_by_provider_id(f"pi_{pid.hex}") == repo.get(pid)
 
 
-def test_webhook_inbox_dedupes_in_one_transaction(repo: PaymentRepository) -> None:
+def test_webhook_inbox_dedupes_in_one_transaction(repo: PostgresRepository) -> None:
     pid = new_payment(repo)
     event_id = f"evt_{uuid4().hex}"
     kwargs = dict(
@@ -145,7 +146,7 @@ def test_webhook_inbox_dedupes_in_one_transaction(repo: PaymentRepository) -> No
     assert len(repo.events(pid)) == 1
 
 
-def test_keyset_pages_and_cursors(repo: PaymentRepository, s: Settings) -> None:
+def test_keyset_pages_and_cursors(repo: PostgresRepository, s: Settings) -> None:
     ids = {new_payment(repo, amount=77) for _ in range(5)}
     seen: list[UUID] = []
     after: PageCursor | None = None
@@ -166,11 +167,11 @@ def test_keyset_pages_and_cursors(repo: PaymentRepository, s: Settings) -> None:
     assert repo.get_cursor(name) == "2"
 
 
-def test_replica_read_and_primary_fallback(repo: PaymentRepository, s: Settings) -> None:
+def test_replica_read_and_primary_fallback(repo: PostgresRepository, s: Settings) -> None:
     pid = new_payment(repo)
     replicas = make_pool(s.database_read_url, s, name="test-replicas", wait=True)
     try:
-        reader = PaymentRepository(repo.pool, replicas)
+        reader = PostgresRepository(repo.pool, replicas)
         # Right after the write the row may not have replicated: the fallback answers anyway.
         assert reader.get_for_read(pid) is not None
         # Once replicated, a replica answers on its own.
@@ -179,7 +180,7 @@ def test_replica_read_and_primary_fallback(repo: PaymentRepository, s: Settings)
         replicas.close()
     dead = make_pool("postgresql://payments:payments@127.0.0.1:1/payments", s, name="dead")
     try:
-        broken = PaymentRepository(repo.pool, dead, read_timeout_seconds=0.5)
+        broken = PostgresRepository(repo.pool, dead, read_timeout_seconds=0.5)
         assert broken.get_for_read(pid) is not None
     finally:
         dead.close()
@@ -208,9 +209,9 @@ PAIRS = [(a, b) for a in Status for b in Status]
 
 @pytest.mark.parametrize(("current", "to"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
 def test_sql_follows_the_transition_table(
-    repo: PaymentRepository, current: Status, to: Status
+    repo: PostgresRepository, current: Status, to: Status
 ) -> None:
-    from payments.status import TRANSITIONS
+    from payments.domain.status import TRANSITIONS
 
     pid = new_payment(repo)
     for step in PATH_TO[current]:

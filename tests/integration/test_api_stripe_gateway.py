@@ -8,12 +8,12 @@ from uuid import uuid4
 
 import pytest
 
-from payments.errors import ProviderDeclined, RetryableError
-from payments.model import Payment
-from payments.money import Money
-from payments.ratelimit import RateLimiter
-from payments.status import Status
-from payments.stripe_gateway import StripeGateway
+from payments.adapters.rate_limit import RateLimiter
+from payments.adapters.stripe_gateway import StripeGateway
+from payments.domain.errors import ProviderDeclined, RetryableError
+from payments.domain.money import Money
+from payments.domain.payment import Payment
+from payments.domain.status import Status
 from tests import support_api
 
 pytestmark = pytest.mark.integration

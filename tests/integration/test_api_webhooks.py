@@ -10,16 +10,16 @@ import pytest
 from flask.testing import FlaskClient
 
 from api import create_app
-from payments.repository import PaymentRepository
+from payments.adapters.postgres.repository import PostgresRepository
+from payments.domain.status import Source, Status
 from payments.settings import Settings
-from payments.status import Source, Status
 from tests import support_api
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def client(s: Settings, repo: PaymentRepository) -> FlaskClient:
+def client(s: Settings, repo: PostgresRepository) -> FlaskClient:
     return create_app(s).test_client()
 
 
@@ -52,7 +52,7 @@ def deliver(
     )
 
 
-def inbox(repo: PaymentRepository, event_id: str) -> list[tuple[Any, ...]]:
+def inbox(repo: PostgresRepository, event_id: str) -> list[tuple[Any, ...]]:
     with repo.pool.connection() as conn:
         return conn.execute(
             "SELECT event_id, type, payment_id, outcome FROM webhook_events WHERE event_id = %s",
@@ -60,13 +60,13 @@ def inbox(repo: PaymentRepository, event_id: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-def stored_status(repo: PaymentRepository, payment_id: str) -> str | None:
+def stored_status(repo: PostgresRepository, payment_id: str) -> str | None:
     """The status on the primary: what the webhook wrote, free of replica lag."""
     stored = repo.get(UUID(payment_id))
     return None if stored is None else stored.status
 
 
-def trail(repo: PaymentRepository, payment_id: str) -> list[tuple[Any, ...]]:
+def trail(repo: PostgresRepository, payment_id: str) -> list[tuple[Any, ...]]:
     return [
         (e.from_status, e.to_status, e.source, e.provider_event_id)
         for e in repo.events(UUID(payment_id))
@@ -74,7 +74,7 @@ def trail(repo: PaymentRepository, payment_id: str) -> list[tuple[Any, ...]]:
 
 
 def test_redelivered_event_is_acknowledged_without_effect(
-    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+    client: FlaskClient, s: Settings, repo: PostgresRepository, payment: dict[str, Any]
 ) -> None:
     event_id = f"evt_{uuid4().hex}"
     raw = support_api.intent_event(
@@ -97,7 +97,7 @@ def test_redelivered_event_is_acknowledged_without_effect(
 
 
 def test_older_event_after_newer_never_leaves_final_status(
-    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+    client: FlaskClient, s: Settings, repo: PostgresRepository, payment: dict[str, Any]
 ) -> None:
     now = int(time.time())
     older = support_api.intent_event(
@@ -128,7 +128,7 @@ def test_older_event_after_newer_never_leaves_final_status(
 
 
 def test_failed_then_succeeded_records_both(
-    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+    client: FlaskClient, s: Settings, repo: PostgresRepository, payment: dict[str, Any]
 ) -> None:
     failed_id, ok_id = f"evt_{uuid4().hex}", f"evt_{uuid4().hex}"
     deliver(
@@ -164,7 +164,7 @@ def test_failed_then_succeeded_records_both(
 
 
 def test_bad_signature_and_stale_timestamp_are_400_without_effect(
-    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+    client: FlaskClient, s: Settings, repo: PostgresRepository, payment: dict[str, Any]
 ) -> None:
     event_id = f"evt_{uuid4().hex}"
     raw = support_api.intent_event(
@@ -198,7 +198,7 @@ def test_bad_signature_and_stale_timestamp_are_400_without_effect(
 
 
 def test_unknown_payment_and_unknown_type_are_acknowledged(
-    client: FlaskClient, s: Settings, repo: PaymentRepository
+    client: FlaskClient, s: Settings, repo: PostgresRepository
 ) -> None:
     unknown_id = f"evt_{uuid4().hex}"
     raw = support_api.intent_event(
@@ -223,7 +223,7 @@ def test_unknown_payment_and_unknown_type_are_acknowledged(
 
 
 def test_requires_action_updates_stripe_status_only(
-    client: FlaskClient, s: Settings, repo: PaymentRepository, payment: dict[str, Any]
+    client: FlaskClient, s: Settings, repo: PostgresRepository, payment: dict[str, Any]
 ) -> None:
     raw = support_api.intent_event(
         f"evt_{uuid4().hex}",

@@ -11,10 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
-from api.bootstrap import bootstrap_fake
-from payments.errors import ProviderDeclined, RetryableError
+from api.bootstrap import build_api_services
+from payments.domain.errors import ProviderDeclined, RetryableError
 from payments.settings import Settings
-from payments.testing import FakePaymentRepository, FakeStripeGateway
+from tests.fakes import FakePaymentRepository, FakeStripeGateway, fake_core
 
 SECRET = "whsec_unit"
 BODY = {"amount_minor": 2500, "currency": "usd", "metadata": {"order": "7"}}
@@ -32,7 +32,7 @@ def repo() -> FakePaymentRepository:
 
 def make_app(repo: FakePaymentRepository, stripe: FakeStripeGateway, **settings: Any) -> Flask:
     s = Settings(stripe_webhook_secret=SECRET, api_max_body_bytes=4096, **settings)
-    return create_app(s, deps=bootstrap_fake(s, repo, stripe))
+    return create_app(s, services=build_api_services(s, core=fake_core(s, repo, stripe)))
 
 
 @pytest.fixture

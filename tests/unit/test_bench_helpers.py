@@ -23,9 +23,9 @@ from bench.report import (
 )
 from bench.throughput import steady_rate
 from cdc.envelope import Op, decode, decode_key
-from payments.ratelimit import RateLimiter
-from payments.status import Status
-from payments.testing import _FakeIntent
+from payments.adapters.rate_limit import RateLimiter
+from payments.domain.status import Status
+from tests.fakes import _FakeIntent
 
 METRICS = """# HELP payments_cdc_delay_seconds commit on the primary -> processed by the worker
 # TYPE payments_cdc_delay_seconds histogram

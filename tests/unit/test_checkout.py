@@ -14,11 +14,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
-from api.bootstrap import bootstrap_fake
+from api.bootstrap import build_api_services
 from api.checkout import stripe_js_url
 from api.emitted import InMemoryStatusEvents, partition_for
 from payments.settings import Settings
-from payments.testing import FakePaymentRepository, FakeStripeGateway
+from tests.fakes import FakePaymentRepository, FakeStripeGateway, fake_core
 from tests.support_api import sign
 
 SECRET = "whsec_unit"
@@ -32,7 +32,9 @@ def stripe() -> FakeStripeGateway:
 @pytest.fixture
 def app(stripe: FakeStripeGateway) -> Flask:
     s = Settings(stripe_webhook_secret=SECRET)
-    return create_app(s, deps=bootstrap_fake(s, FakePaymentRepository(), stripe))
+    return create_app(
+        s, services=build_api_services(s, core=fake_core(s, FakePaymentRepository(), stripe))
+    )
 
 
 @pytest.fixture
@@ -101,7 +103,9 @@ def test_the_page_loads_stripe_js_from_the_configured_base(client: FlaskClient) 
 
 def test_the_page_is_open_when_api_keys_are_required(stripe: FakeStripeGateway) -> None:
     s = Settings(api_keys="k1")
-    client = create_app(s, deps=bootstrap_fake(s, FakePaymentRepository(), stripe)).test_client()
+    client = create_app(
+        s, services=build_api_services(s, core=fake_core(s, FakePaymentRepository(), stripe))
+    ).test_client()
     assert client.get("/checkout").status_code == 200
     assert client.get("/checkout/static/checkout.js").status_code == 200
     assert client.get(f"/payments/{uuid.uuid4()}/timeline").status_code == 401

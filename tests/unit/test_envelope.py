@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cdc.envelope import DecodeError, Op, decode, decode_key
-from payments.status import Status
+from payments.domain.status import Status
 
 PID = str(uuid.uuid4())
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from payments.errors import InvalidRequest
-from payments.money import MAX_AMOUNT_MINOR, Money
+from payments.domain.errors import InvalidRequest
+from payments.domain.money import MAX_AMOUNT_MINOR, Money
 
 
 def test_valid_amount_and_currency() -> None:

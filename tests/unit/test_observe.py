@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from api import create_app
-from api.bootstrap import bootstrap_fake
+from api.bootstrap import build_api_services
 from api.metrics import Metrics
 from cdc.observe import (
     ObserveError,
@@ -21,6 +21,7 @@ from cdc.observe import (
     newest,
 )
 from payments.settings import Settings
+from tests.fakes import fake_core
 
 
 def test_group_lag_is_end_minus_committed_per_partition_and_summed() -> None:
@@ -233,8 +234,8 @@ class FakeObserver:
 
 def _client(observer: Any, **settings: Any) -> Any:
     s = Settings(**settings)
-    deps = replace(bootstrap_fake(s), observer=observer)
-    return create_app(s, deps=deps).test_client()
+    services = replace(build_api_services(s, core=fake_core(s)), observer=observer)
+    return create_app(s, services=services).test_client()
 
 
 def test_ops_page_shows_the_numbers_escapes_errors_and_refreshes() -> None:

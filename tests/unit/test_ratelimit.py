@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from payments.ratelimit import RateLimiter
+from payments.adapters.rate_limit import RateLimiter
 
 
 class FakeClock:

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import replace
 
 import pytest
 
-from payments.errors import RetryableError
-from payments.model import Payment
-from payments.money import Money
-from payments.reconcile import EVENT_TYPES, PendingEntry, Reconciler, cursor_name
-from payments.repository import NewPayment
+from payments.domain.errors import RetryableError
+from payments.domain.money import Money
+from payments.domain.payment import Payment
+from payments.domain.status import Source, Status
+from payments.ports import NewPayment
+from payments.reconcile import EVENT_TYPES, PendingEntry, ReconcilePolicy, Reconciler, cursor_name
 from payments.service import PaymentService
-from payments.settings import Settings
-from payments.status import Source, Status
-from payments.testing import FakePaymentRepository, FakeStripeGateway
+from tests.fakes import FakePaymentRepository, FakeStripeGateway
 
-SETTINGS = Settings(
-    reconcile_interval_seconds=600, reconcile_stale_after_seconds=3600, pending_ttl_seconds=86400
-)
+POLICY = ReconcilePolicy(interval_seconds=600, stale_after_seconds=3600, ttl_seconds=86400)
 
 
 class World:
-    def __init__(self, settings: Settings = SETTINGS) -> None:
+    def __init__(self, policy: ReconcilePolicy = POLICY) -> None:
         self.repo = FakePaymentRepository()
         self.stripe = FakeStripeGateway()
         self.service = PaymentService(self.repo, self.stripe)
@@ -33,7 +31,7 @@ class World:
             self.repo,
             self.stripe,
             self.service,
-            settings,
+            policy,
             calls=lambda: self.stripe.calls,
             clock=lambda: self.now,
         )
@@ -169,7 +167,7 @@ def test_a_restarted_reconciler_does_not_retrieve_every_old_payment_at_once() ->
 
 
 def test_checks_deferred_by_the_budget_come_first_next_cycle() -> None:
-    world = World(replace_settings(reconcile_interval_seconds=10))
+    world = World(replace_policy(interval_seconds=10))
     payments = [world.payment() for _ in range(30)]
     first = world.reconciler.run([world.entry(p, age=3600) for p in payments], [0], rps=2)
     assert (first.retrieved, first.deferred) == (10, 20)
@@ -181,15 +179,15 @@ def test_checks_deferred_by_the_budget_come_first_next_cycle() -> None:
 
 
 def test_individual_checks_stay_within_the_cycle_budget() -> None:
-    world = World(replace_settings(reconcile_interval_seconds=10))
+    world = World(replace_policy(interval_seconds=10))
     payments = [world.payment() for _ in range(30)]
     report = world.reconciler.run([world.entry(p, age=3600) for p in payments], [0], rps=2)
     assert report.retrieved == world.reconciler.individual_budget(2) == 10
     assert report.deferred == 20
 
 
-def replace_settings(**changes: float) -> Settings:
-    return SETTINGS.model_copy(update=changes)
+def replace_policy(**changes: float) -> ReconcilePolicy:
+    return dataclasses.replace(POLICY, **changes)
 
 
 @pytest.mark.parametrize("stripe_final", [False, True])

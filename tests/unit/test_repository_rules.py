@@ -6,11 +6,11 @@ from uuid import uuid4
 
 import pytest
 
-from payments.errors import InvalidRequest
-from payments.money import Money
-from payments.repository import NewPayment, PageCursor, TransitionOutcome
-from payments.status import TRANSITIONS, Source, Status
-from payments.testing import FakePaymentRepository
+from payments.domain.errors import InvalidRequest
+from payments.domain.money import Money
+from payments.domain.status import TRANSITIONS, Source, Status
+from payments.ports import NewPayment, PageCursor, TransitionOutcome
+from tests.fakes import FakePaymentRepository
 
 # A path from pending to each status, using allowed steps only.
 PATH_TO = {

@@ -5,8 +5,10 @@ from uuid import uuid4
 
 import pytest
 
-from payments.errors import NotFound, ProviderDeclined, RetryableError, TransitionRefused
-from payments.money import Money
+from payments.domain.errors import NotFound, ProviderDeclined, RetryableError, TransitionRefused
+from payments.domain.money import Money
+from payments.domain.status import Source, Status
+from payments.ports import ProviderEvent
 from payments.service import (
     CreateOutcome,
     CreatePayment,
@@ -15,9 +17,7 @@ from payments.service import (
     PaymentDeclined,
     PaymentService,
 )
-from payments.status import Source, Status
-from payments.stripe_gateway import ProviderEvent
-from payments.testing import FakePaymentRepository, FakeStripeGateway
+from tests.fakes import FakePaymentRepository, FakeStripeGateway
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_worker_finishes_a_creation_once(
 def test_worker_does_not_create_while_the_api_holds_the_claim(
     service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
 ) -> None:
-    from payments.repository import NewPayment
+    from payments.adapters.postgres.repository import NewPayment
 
     inserted = repo.insert_pending(
         NewPayment(uuid4(), "k", "h", Money(100, "usd"))

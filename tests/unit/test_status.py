@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from payments.status import TRANSITIONS, Status, allowed_from, can_transition, from_stripe
+from payments.domain.status import TRANSITIONS, Status, allowed_from, can_transition, from_stripe
 
 FINAL = {Status.SUCCEEDED, Status.CANCELED, Status.EXPIRED}
 

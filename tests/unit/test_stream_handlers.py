@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from cdc.envelope import Op, PaymentChange, PaymentRow
-from payments.status import Status
+from payments.domain.status import Status
 from streams.handlers import decide
 
 PID = uuid.uuid4()

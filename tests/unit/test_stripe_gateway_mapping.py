@@ -1,8 +1,9 @@
 import stripe
 
-from payments.errors import Conflict, ProviderDeclined, RetryableError
-from payments.status import Status
-from payments.stripe_gateway import Intent, ProviderEvent, translate_error
+from payments.adapters.stripe_gateway import translate_error
+from payments.domain.errors import Conflict, ProviderDeclined, RetryableError
+from payments.domain.status import Status
+from payments.ports import Intent, ProviderEvent
 
 
 def test_errors_map_by_what_the_caller_should_do() -> None:

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from payments.money import Money
-from payments.status import Status
+from payments.domain.money import Money
+from payments.domain.status import Status
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from payments.errors import InvalidRequest
+from payments.domain.errors import InvalidRequest
 
 # ISO 4217 currencies Stripe supports, lower-case. Zero-decimal ones carry no minor unit.
 CURRENCIES: frozenset[str] = frozenset(

@@ -6,13 +6,8 @@ audit row in the same transaction; nothing reads a status and then writes it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -21,11 +16,21 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from payments.errors import Conflict, InvalidRequest, NotFound
+from payments.domain.errors import Conflict, NotFound
+from payments.domain.money import Money
+from payments.domain.payment import Payment
+from payments.domain.status import Source, Status, allowed_from
 from payments.logs import get_logger
-from payments.model import Payment
-from payments.money import Money
-from payments.status import Source, Status, allowed_from
+from payments.ports import (
+    AuditEvent,
+    InboxEvent,
+    InsertResult,
+    NewPayment,
+    PageCursor,
+    TransitionOutcome,
+    TransitionResult,
+    WebhookResult,
+)
 
 log = get_logger(__name__)
 
@@ -157,105 +162,6 @@ SET_CURSOR = """
     ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"""
 
 
-class TransitionOutcome(StrEnum):
-    APPLIED = "applied"
-    NOOP = "noop"
-    REFUSED = "refused"
-    NOT_FOUND = "not_found"
-
-
-@dataclass(frozen=True)
-class TransitionResult:
-    outcome: TransitionOutcome
-    payment: Payment | None
-    previous_status: Status | None
-
-    @property
-    def applied(self) -> bool:
-        return self.outcome is TransitionOutcome.APPLIED
-
-
-@dataclass(frozen=True)
-class NewPayment:
-    """What the API asks to store: validated input plus the idempotency key and request hash."""
-
-    id: UUID
-    idempotency_key: str
-    request_hash: str
-    money: Money
-    customer_email: str | None = None
-    description: str | None = None
-    metadata: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class InsertResult:
-    payment: Payment
-    created: bool
-    # When the creation of the intent was claimed (None: nobody holds it).
-    creation_claimed_at: datetime | None
-
-
-@dataclass(frozen=True)
-class WebhookResult:
-    """What applying one Stripe event did. ``duplicate`` means it was seen before."""
-
-    duplicate: bool
-    outcome: str
-    payment: Payment | None = None
-    transition: TransitionResult | None = None
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    id: int
-    payment_id: UUID
-    from_status: Status | None
-    to_status: Status
-    source: Source
-    provider_event_id: str | None
-    version: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class InboxEvent:
-    """One Stripe event in the webhook inbox, as recorded for a payment."""
-
-    event_id: str
-    type: str
-    received_at: datetime
-    processed_at: datetime | None
-    outcome: str | None
-
-
-@dataclass(frozen=True)
-class PageCursor:
-    """Keyset position of ``GET /payments``: the last (created_at, id) seen."""
-
-    created_at: datetime
-    id: UUID
-
-    def encode(self) -> str:
-        raw = f"{self.created_at.isoformat()}|{self.id}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, token: str) -> PageCursor:
-        try:
-            padded = token + "=" * (-len(token) % 4)
-            created, ident = base64.urlsafe_b64decode(padded.encode()).decode().split("|")
-            cursor = cls(datetime.fromisoformat(created), UUID(ident))
-        except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-            raise InvalidRequest(
-                f"after must be a cursor returned as `next` by GET /payments, got {token!r}",
-                field="after",
-            ) from exc
-        if cursor.created_at.tzinfo is None:
-            raise InvalidRequest(f"after cursor {token!r} has no time zone", field="after")
-        return cursor
-
-
 def payment_from_row(row: Row) -> Payment:
     metadata = row["metadata"] or {}
     return Payment(
@@ -279,7 +185,7 @@ def payment_from_row(row: Row) -> Payment:
     )
 
 
-class PaymentRepository:
+class PostgresRepository:
     """Payments in PostgreSQL. Writes go to ``pool`` (primary); reads may use ``read_pool``."""
 
     def __init__(

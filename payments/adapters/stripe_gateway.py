@@ -1,6 +1,6 @@
 """Stripe behind one small class: PaymentIntents and events, with timeouts, retries, a rate limit.
 
-Stripe errors are translated here, once, into ``payments.errors``:
+Stripe errors are translated here, once, into ``payments.domain.errors``:
 rate limit, connection, 5xx, auth -> ``RetryableError`` (the payment stays as it is; retry later);
 card or invalid request -> ``ProviderDeclined`` (the caller must change something).
 """
@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import stripe
 
-from payments.errors import (
+from payments.adapters.rate_limit import RateLimiter
+from payments.domain.errors import (
     Conflict,
     InvalidRequest,
     PaymentsError,
     ProviderDeclined,
     RetryableError,
 )
+from payments.domain.payment import Payment
 from payments.logs import get_logger
-from payments.model import Payment
-from payments.ratelimit import RateLimiter
+from payments.ports import Intent, ProviderEvent
 from payments.settings import Settings
-from payments.status import Status, from_stripe
 
 log = get_logger(__name__)
 
@@ -37,70 +36,6 @@ INTENT_EVENT_TYPES: tuple[str, ...] = (
     "payment_intent.processing",
     "payment_intent.requires_action",
 )
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-@dataclass(frozen=True)
-class Intent:
-    """The part of a Stripe PaymentIntent this system uses."""
-
-    id: str
-    status: str
-    amount: int
-    currency: str
-    client_secret: str | None
-    payment_id: str | None
-    failure_code: str | None
-    failure_message: str | None
-    created: int
-
-    def outcome(self) -> Status | None:
-        """Our status for this intent, or None while nothing final is known."""
-        return from_stripe(
-            self.status,
-            last_payment_error=self.failure_code is not None or self.failure_message is not None,
-        )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Intent:
-        metadata = data.get("metadata") or {}
-        error = data.get("last_payment_error") or {}
-        code = error.get("decline_code") or error.get("code") if error else None
-        return cls(
-            id=str(data["id"]),
-            status=str(data.get("status") or ""),
-            amount=int(data.get("amount") or 0),
-            currency=str(data.get("currency") or ""),
-            client_secret=_str_or_none(data.get("client_secret")),
-            payment_id=_str_or_none(metadata.get("payment_id")),
-            failure_code=_str_or_none(code),
-            failure_message=_str_or_none(error.get("message")) if error else None,
-            created=int(data.get("created") or 0),
-        )
-
-
-@dataclass(frozen=True)
-class ProviderEvent:
-    """A Stripe event; ``intent`` is set when its object is a PaymentIntent."""
-
-    id: str
-    type: str
-    created: int
-    intent: Intent | None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ProviderEvent:
-        obj = (data.get("data") or {}).get("object") or {}
-        intent = Intent.from_dict(obj) if obj.get("object") == "payment_intent" else None
-        return cls(
-            id=str(data["id"]),
-            type=str(data.get("type") or ""),
-            created=int(data.get("created") or 0),
-            intent=intent,
-        )
 
 
 def translate_error(exc: stripe.StripeError, action: str) -> PaymentsError:

@@ -16,20 +16,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from payments.errors import Conflict, NotFound, ProviderDeclined, RetryableError
-from payments.model import Payment
-from payments.repository import (
+from payments.bootstrap import Core, bootstrap
+from payments.domain.errors import Conflict, NotFound, ProviderDeclined, RetryableError
+from payments.domain.payment import Payment
+from payments.domain.status import Source, Status, can_transition
+from payments.ports import (
     AuditEvent,
     InboxEvent,
     InsertResult,
+    Intent,
     NewPayment,
     PageCursor,
+    ProviderEvent,
     TransitionOutcome,
     TransitionResult,
     WebhookResult,
 )
-from payments.status import Source, Status, can_transition
-from payments.stripe_gateway import Intent, ProviderEvent
+from payments.settings import Settings
 
 
 def _now() -> datetime:
@@ -493,3 +496,17 @@ class FakeStripeGateway:
                 for i in self.intents.values()
                 if i.metadata.get("payment_id") == str(payment_id)
             ]
+
+
+def fake_core(
+    settings: Settings,
+    repository: FakePaymentRepository | None = None,
+    gateway: FakeStripeGateway | None = None,
+) -> Core:
+    """The composition root over in-memory fakes: nothing connects anywhere."""
+    return bootstrap(
+        settings,
+        role="api",
+        repository=repository or FakePaymentRepository(),
+        gateway=gateway or FakeStripeGateway(),
+    )

@@ -1,0 +1,1 @@
+"""The operations snapshot: one module per source (Kafka, Connect, PostgreSQL, workers)."""

@@ -1,0 +1,1 @@
+"""Adapters: PostgreSQL, Stripe, the shared Stripe rate budget."""

@@ -1,0 +1,1 @@
+"""PostgreSQL: pools, and one module per store (payments, audit, inbox, cursors)."""

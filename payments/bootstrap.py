@@ -1,0 +1,95 @@
+"""The one composition root: the adapters and use cases of a process, built from settings.
+
+The API, the worker, the CLI and the benchmarks all call :func:`bootstrap`; tests hand fakes to
+the same function. Nothing here runs at import time: pools are opened when it is called (after
+gunicorn's fork, inside the running worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from payments.adapters.postgres.pools import make_primary_pool, make_read_pool
+from payments.adapters.postgres.repository import PostgresRepository
+from payments.adapters.rate_limit import RateLimiter
+from payments.adapters.stripe_gateway import StripeGateway
+from payments.ports import PaymentGateway, PaymentRepository
+from payments.reconcile import ReconcilePolicy, Reconciler
+from payments.service import PaymentService
+from payments.settings import Settings
+
+# An HTTP request must end before gunicorn's 30 s worker timeout: at most 2 attempts of 8 s plus
+# backoff and a rate-limit wait (the worker keeps the full settings).
+API_STRIPE_TIMEOUT_SECONDS = 8.0
+
+Role = Literal["api", "worker", "cli"]
+
+
+@dataclass
+class Core:
+    """What one process works with: repository, Stripe gateway, the use cases."""
+
+    settings: Settings
+    repository: PaymentRepository
+    gateway: PaymentGateway
+    service: PaymentService
+    reconciler: Reconciler
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+        self.closers.clear()
+
+
+def reconcile_policy(settings: Settings) -> ReconcilePolicy:
+    return ReconcilePolicy(
+        interval_seconds=settings.reconcile_interval_seconds,
+        stale_after_seconds=settings.reconcile_stale_after_seconds,
+        ttl_seconds=settings.pending_ttl_seconds,
+    )
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    role: Role,
+    repository: PaymentRepository | None = None,
+    gateway: PaymentGateway | None = None,
+    stripe_observer: Callable[[str, str], None] | None = None,
+) -> Core:
+    """Real adapters from ``settings``, unless a repository or gateway is handed in.
+
+    ``role`` sets what differs between processes: the API reads from the replicas and gives
+    Stripe a shorter timeout and one retry (a request must end within gunicorn's timeout).
+    """
+    closers: list[Callable[[], None]] = []
+    if repository is None:
+        primary = make_primary_pool(settings)
+        closers.append(primary.close)
+        replicas = make_read_pool(settings) if role == "api" else None
+        if replicas is not None:
+            closers.append(replicas.close)
+        repository = PostgresRepository(primary, replicas)
+    if gateway is None:
+        api = role == "api"
+        gateway = StripeGateway(
+            settings,
+            RateLimiter(settings.stripe_max_rps),
+            observer=stripe_observer,
+            timeout_seconds=min(settings.stripe_timeout_seconds, API_STRIPE_TIMEOUT_SECONDS)
+            if api
+            else None,
+            max_retries=min(settings.stripe_max_retries, 1) if api else None,
+        )
+    service = PaymentService(repository, gateway)
+    reconciler = Reconciler(
+        repository,
+        gateway,
+        service,
+        reconcile_policy(settings),
+        calls=lambda: getattr(gateway, "calls", 0),
+    )
+    return Core(settings, repository, gateway, service, reconciler, closers)
