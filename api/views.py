@@ -108,7 +108,7 @@ def create_payment() -> Response:
     )
     payment = result.payment
     g.payment_id = str(payment.id)
-    if result.outcome is CreateOutcome.PENDING:
+    if result.outcome is CreateOutcome.DEFERRED:
         response = jsonify(_created_body(payment, result.detail))
         response.status_code = 202
     else:

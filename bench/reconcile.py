@@ -11,9 +11,13 @@ Two pending populations:
 * **fresh** — every payment younger than ``reconcile_stale_after_seconds`` (1 h): only the event
   sweep runs; measured in real time with the real limiter.
 * **aged** — ages spread evenly over the 24 h TTL (what a steady state with slow customers looks
-  like): stale payments are also retrieved one by one, up to the per-cycle budget. That cycle
-  would take minutes at 25/s, so it runs on a virtual clock (the limiter's and the latency's
-  sleeps advance it) and its time is simulated, not waited for.
+  like): payments whose age passes ``reconcile_stale_after_seconds`` in this cycle are also
+  retrieved one by one, up to the per-cycle budget. That cycle may take minutes at 25/s, so it
+  runs on a virtual clock (the limiter's and the latency's sleeps advance it) and its time is
+  simulated, not waited for.
+
+The reconciler reads the table by age (``tests.fakes.MemoryOpenPayments`` stands for the
+worker's RocksDB table), as in the worker.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bench.report import Figure, format_ratio, format_seconds, say
@@ -31,11 +35,16 @@ from payments.bootstrap import reconcile_policy
 from payments.domain.money import Money
 from payments.domain.payment import Payment
 from payments.domain.status import Status
-from payments.ports import ProviderEvent
-from payments.reconcile import PendingEntry, Reconciler
+from payments.reconcile import Reconciler
 from payments.service import PaymentService
 from payments.settings import Settings
-from tests.fakes import FakePaymentRepository, FakeStripeGateway, _FakeIntent
+from tests.fakes import (
+    FakeIntent,
+    FakePaymentRepository,
+    FakeStripeGateway,
+    MemoryOpenPayments,
+    OpenEntryFake,
+)
 
 STRIPE_RPS = 25.0
 LATENCY_SECONDS = 0.030
@@ -69,23 +78,17 @@ class LimitedStripe(FakeStripeGateway):
         self.limiter = limiter
         self._pause = sleep
 
+    page_size = PAGE
+
     def _call(self) -> None:
         self.limiter.acquire()
         super()._call()
         self._pause(LATENCY_SECONDS)
 
-    def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]:
-        with self._lock:
-            found = [e for e in self.events if e.type == event_type and e.created > created_gt]
-        found.reverse()
-        for start in range(0, max(1, len(found)), PAGE):
-            self._call()
-            yield from found[start : start + PAGE]
-
 
 def build(
     total: int, ages: Callable[[int], float], now: float, stripe: LimitedStripe
-) -> tuple[FakePaymentRepository, list[PendingEntry]]:
+) -> tuple[FakePaymentRepository, list[OpenEntryFake]]:
     """``total`` pending payments with intents; 1% of them changed on Stripe (succeeded,
     declined or canceled, with their events)."""
     repo = FakePaymentRepository()
@@ -107,7 +110,7 @@ def build(
             provider_status="requires_payment_method",
             provider_payment_id=intent_id,
         )
-        stripe.intents[intent_id] = _FakeIntent(
+        stripe.intents[intent_id] = FakeIntent(
             id=intent_id,
             status="requires_payment_method",
             amount=1999,
@@ -116,7 +119,7 @@ def build(
             metadata={"payment_id": str(pid)},
             created=int(created),
         )
-        entries.append(PendingEntry(pid, i % len(PARTITIONS), 2, created, intent_id))
+        entries.append(OpenEntryFake(pid, Status.PENDING, created, intent_id))
     changed = random.Random(7).sample(range(total), int(total * CHANGED_SHARE))
     for n, i in enumerate(changed):
         intent_id = entries[i].provider_payment_id or ""
@@ -154,13 +157,13 @@ def cycle(
         clock=clock.time if clock else time.time,
     )
     wall = time.perf_counter()
-    report = reconciler.run(entries, PARTITIONS, rps=STRIPE_RPS)
+    report = reconciler.run(MemoryOpenPayments(entries), PARTITIONS, rps=STRIPE_RPS)
     wall = time.perf_counter() - wall
     seconds = clock.elapsed if clock else wall
     figures = {
-        k: getattr(report, k)
-        for k in ("pending", "swept_events", "resolved", "retrieved", "deferred", "errors")
+        k: getattr(report, k) for k in ("open", "resolved", "retrieved", "deferred", "errors")
     }
+    figures["swept_events"] = report.sweep.events if report.sweep else 0
     return report.stripe_calls, seconds, wall, figures
 
 

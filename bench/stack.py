@@ -20,7 +20,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.report import parse_vmrss_kib, say
 from payments.settings import Settings
-from streams.topics import PARTITIONS
+
+PARTITIONS = Settings().kafka_topic_partitions  # the one place that defines it: the settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / ".stack" / "bench"

@@ -7,7 +7,8 @@ The connector writes JSON without embedded schemas (``schemas.enable=false``):
   "op": "c"|"u"|"d"|"r"|"t"|"m", "ts_ms": ...}``
 
 In a row, ``uuid`` is a string, ``timestamptz`` an ISO-8601 string, ``jsonb`` a JSON *string*,
-enums and ``char(3)`` strings. ``client_secret`` never leaves the database (column.exclude.list).
+enums and ``char(3)`` strings. ``client_secret`` and the customer's data (e-mail, description,
+metadata) never leave the database (the connector's column.exclude.list): nothing here needs them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class PaymentRow:
     created_at: datetime
     updated_at: datetime
     status_source: str | None = None  # who made the last status change (api, webhook, ...)
+    tenant_id: str | None = None  # the merchant (present once the column exists)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,7 @@ def _row(raw: Any, where: str) -> PaymentRow | None:
             created_at=_parse_time(raw["created_at"], f"{where}.created_at"),
             updated_at=_parse_time(raw["updated_at"], f"{where}.updated_at"),
             status_source=raw.get("status_source"),
+            tenant_id=raw.get("tenant_id"),
         )
     except KeyError as exc:
         raise DecodeError(f"{where} lacks the column {exc.args[0]}") from exc

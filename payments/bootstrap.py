@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from payments.adapters.postgres.pools import make_primary_pool, make_read_pool
+from payments.adapters.postgres.rate_budget import PostgresRateBudget
 from payments.adapters.postgres.repository import PostgresRepository
 from payments.adapters.rate_limit import RateLimiter
-from payments.adapters.stripe_gateway import StripeGateway
+from payments.adapters.stripe_gateway import RateBudget, StripeGateway
 from payments.ports import PaymentGateway, PaymentRepository
 from payments.reconcile import ReconcilePolicy, Reconciler
 from payments.service import PaymentService
@@ -49,6 +50,7 @@ def reconcile_policy(settings: Settings) -> ReconcilePolicy:
         interval_seconds=settings.reconcile_interval_seconds,
         stale_after_seconds=settings.reconcile_stale_after_seconds,
         ttl_seconds=settings.pending_ttl_seconds,
+        retry_after_seconds=min(60.0, settings.reconcile_interval_seconds),
     )
 
 
@@ -64,8 +66,11 @@ def bootstrap(
 
     ``role`` sets what differs between processes: the API reads from the replicas and gives
     Stripe a shorter timeout and one retry (a request must end within gunicorn's timeout).
+    Stripe calls take their tokens from one budget shared by every process (in PostgreSQL);
+    with a repository handed in, from an in-process bucket.
     """
     closers: list[Callable[[], None]] = []
+    budget: RateBudget = RateLimiter(settings.stripe_max_rps)
     if repository is None:
         primary = make_primary_pool(settings)
         closers.append(primary.close)
@@ -73,11 +78,13 @@ def bootstrap(
         if replicas is not None:
             closers.append(replicas.close)
         repository = PostgresRepository(primary, replicas)
+        # One budget for the deployment; the worker's calls leave a reserve for customers'.
+        budget = PostgresRateBudget(primary, settings.stripe_max_rps, background=role != "api")
     if gateway is None:
         api = role == "api"
         gateway = StripeGateway(
             settings,
-            RateLimiter(settings.stripe_max_rps),
+            budget,
             observer=stripe_observer,
             timeout_seconds=min(settings.stripe_timeout_seconds, API_STRIPE_TIMEOUT_SECONDS)
             if api

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -13,9 +13,10 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from payments.domain.errors import InvalidRequest
+from payments.domain.intents import intent_outcome
 from payments.domain.money import Money
-from payments.domain.payment import Payment
-from payments.domain.status import Source, Status, from_stripe
+from payments.domain.payment import IntentFacts, Payment
+from payments.domain.status import Source, Status
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -31,17 +32,23 @@ class Intent:
     amount: int
     currency: str
     client_secret: str | None
-    payment_id: str | None
+    payment_id: str | None  # metadata.payment_id
     failure_code: str | None
     failure_message: str | None
     created: int
+    cancellation_reason: str | None = None
 
     def outcome(self) -> Status | None:
         """Our status for this intent, or None while nothing final is known."""
-        return from_stripe(
+        return intent_outcome(
             self.status,
-            last_payment_error=self.failure_code is not None or self.failure_message is not None,
+            failed_attempt=self.failure_code is not None or self.failure_message is not None,
+            cancellation_reason=self.cancellation_reason,
         )
+
+    @property
+    def facts(self) -> IntentFacts:
+        return IntentFacts(self.id, self.payment_id, self.amount, self.currency)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Intent:
@@ -58,6 +65,7 @@ class Intent:
             failure_code=_str_or_none(code),
             failure_message=_str_or_none(error.get("message")) if error else None,
             created=int(data.get("created") or 0),
+            cancellation_reason=_str_or_none(data.get("cancellation_reason")),
         )
 
 
@@ -82,10 +90,49 @@ class ProviderEvent:
         )
 
 
+@dataclass(frozen=True)
+class EventPage:
+    """One page of Stripe events, oldest first, and the cursor to store once it is applied."""
+
+    events: list[ProviderEvent]
+    cursor: str
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A guarded status write. With ``intent`` (Stripe said so), only the payment's own intent
+    may apply it — or, while the payment has none, an intent made for it, which is attached."""
+
+    to: Status
+    source: Source
+    intent: Intent | None = None
+    provider_event_id: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+    @classmethod
+    def from_intent(
+        cls, intent: Intent, source: Source, provider_event_id: str | None = None
+    ) -> StatusChange | None:
+        """What Stripe's intent says, as a change; None while nothing final is known."""
+        target = intent.outcome()
+        if target is None:
+            return None
+        return cls(
+            target,
+            source,
+            intent,
+            provider_event_id,
+            intent.failure_code if target is Status.FAILED else None,
+            intent.failure_message if target is Status.FAILED else None,
+        )
+
+
 class TransitionOutcome(StrEnum):
     APPLIED = "applied"
-    NOOP = "noop"
-    REFUSED = "refused"
+    NOOP = "noop"  # already in that status (Stripe's own status may have been refreshed)
+    REFUSED = "refused"  # the status rules forbid it (e.g. the payment is final)
+    FOREIGN_INTENT = "foreign_intent"  # the intent is not the payment's own
     NOT_FOUND = "not_found"
 
 
@@ -94,6 +141,7 @@ class TransitionResult:
     outcome: TransitionOutcome
     payment: Payment | None
     previous_status: Status | None
+    reason: str = ""
 
     @property
     def applied(self) -> bool:
@@ -129,6 +177,7 @@ class WebhookResult:
     outcome: str
     payment: Payment | None = None
     transition: TransitionResult | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +201,7 @@ class InboxEvent:
     received_at: datetime
     processed_at: datetime | None
     outcome: str | None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,54 +236,35 @@ class PaymentRepository(Protocol):
 
     def ping(self) -> None: ...
     def count_by_status(self) -> dict[Status, int]: ...
-    def get_cursor(self, name: str) -> str | None: ...
-    def set_cursor(self, name: str, value: str) -> None: ...
-
     def get(self, payment_id: UUID) -> Payment | None: ...
     def get_for_read(self, payment_id: UUID) -> Payment | None: ...
+    def open_payments(self, payment_ids: Iterable[UUID]) -> dict[UUID, Payment]: ...
+    def open_payments_by_intent(self, intent_ids: Iterable[str]) -> dict[str, Payment]: ...
     def events(self, payment_id: UUID) -> list[AuditEvent]: ...
     def webhooks(self, payment_id: UUID, *, limit: int = 50) -> list[InboxEvent]: ...
+    def list_page(
+        self, *, status: Status | None = None, limit: int = 50, after: PageCursor | None = None
+    ) -> tuple[list[Payment], PageCursor | None]: ...
+
     def insert_pending(self, new: NewPayment) -> InsertResult: ...
     def claim_creation(
         self, payment_id: UUID, *, lease_seconds: float = 60.0
     ) -> Payment | None: ...
     def release_creation(self, payment_id: UUID) -> None: ...
-    def attach_intent(
-        self,
-        payment_id: UUID,
-        *,
-        provider_payment_id: str,
-        provider_status: str,
-        client_secret: str | None,
-    ) -> Payment: ...
-    def transition(
-        self,
-        payment_id: UUID,
-        to: Status,
-        *,
-        source: Source,
-        provider_status: str | None = None,
-        provider_event_id: str | None = None,
-        failure_code: str | None = None,
-        failure_message: str | None = None,
-    ) -> TransitionResult: ...
-    def set_provider_status(self, payment_id: UUID, provider_status: str) -> Payment | None: ...
-    def list_page(
-        self, *, status: Status | None = None, limit: int = 50, after: PageCursor | None = None
-    ) -> tuple[list[Payment], PageCursor | None]: ...
+    def attach_intent(self, payment_id: UUID, intent: Intent) -> Payment: ...
+    def transition(self, payment_id: UUID, change: StatusChange) -> TransitionResult: ...
+    def record_provider_status(self, payment_id: UUID, intent: Intent) -> TransitionResult: ...
     def apply_webhook(
         self,
-        *,
-        event_id: str,
-        event_type: str,
+        event: ProviderEvent,
         payload: Mapping[str, Any],
-        payment_id: UUID | None,
-        provider_payment_id: str | None,
-        to: Status | None,
-        provider_status: str | None,
-        failure_code: str | None = None,
-        failure_message: str | None = None,
+        change: StatusChange | None,
+        *,
+        handled: bool = True,
     ) -> WebhookResult: ...
+
+    def get_cursor(self, name: str) -> str | None: ...
+    def set_cursor(self, name: str, value: str) -> None: ...
 
 
 class PaymentGateway(Protocol):
@@ -241,8 +272,40 @@ class PaymentGateway(Protocol):
 
     def create_intent(self, payment: Payment) -> Intent: ...
     def retrieve_intent(self, intent_id: str) -> Intent: ...
-    def cancel_intent(self, intent_id: str) -> Intent: ...
+    def cancel_intent(self, intent_id: str, *, reason: str) -> Intent: ...
     def confirm_intent(
         self, intent_id: str, payment_method: str, *, idempotency_key: str
     ) -> Intent: ...
-    def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]: ...
+    def event_pages(self, cursor: str | None, *, since: int) -> Iterator[EventPage]:
+        """Stripe's status events after ``cursor`` (or created after ``since`` without one),
+        oldest first, page by page; each page carries the cursor to store once it is applied."""
+        ...
+
+    def recent_events(self, *, since: int) -> Iterator[ProviderEvent]:
+        """Status events created after ``since`` (the overlap re-read: Stripe's list is
+        eventually consistent, an event may appear after a newer one was listed)."""
+        ...
+
+
+class OpenPayment(Protocol):
+    """What the worker's table knows of a payment that is not final."""
+
+    @property
+    def payment_id(self) -> UUID: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def created_at(self) -> float: ...  # epoch seconds
+    @property
+    def provider_payment_id(self) -> str | None: ...
+
+
+class OpenPayments(Protocol):
+    """The worker's open payments, by age (its active partitions only)."""
+
+    def count(self) -> int: ...
+    def created_between(self, start: float, end: float) -> Iterator[OpenPayment]:
+        """Oldest first, ``start <= created_at < end``."""
+        ...
+
+    def without_intent(self, created_before: float) -> Iterator[OpenPayment]: ...

@@ -1,106 +1,58 @@
-"""Reconciliation: find out from Stripe what happened to pending payments, and write it down.
+"""Reconciliation: find out from Stripe what happened to open payments, and write it down.
 
-One cycle, over the pending payments a worker owns:
+Open means not final: ``pending``, and ``failed`` (a customer may still pay on the same intent).
+Two parts, each cheap in what it reads:
 
-1. **Event sweep.** List Stripe's ``payment_intent.*`` events created since the durable cursor
-   (one ``events.list`` per type: the local stand-in has no wildcard, and real Stripe accepts
-   the same calls) and resolve every owned payment they name. Cost grows with what *changed*,
-   not with how much is pending.
-2. **Individual checks** only where the sweep cannot help: payments with no intent yet (the
-   creation is finished with the payment's own idempotency key), payments past the TTL (their
-   intent is canceled and they expire, unless Stripe already has a final status), and stale
-   payments with no event for ``reconcile_stale_after_seconds`` (retrieved at most once per that
-   period, oldest check first, within a per-cycle budget so a cycle never outruns its interval).
+1. **Event sweep** (once per interval for the whole deployment: the worker that owns partition 0
+   leads it). Stripe's status events since a durable cursor, oldest first, page by page; the
+   cursor is stored after each page, so a failure keeps the progress made. Every event whose
+   intent is an open payment's own is applied. Cost follows what changed at Stripe, not how
+   much is open.
+2. **One-by-one checks** of a worker's own partitions, read by age from its table (never a scan
+   of everything): payments past the TTL are expired (their intent canceled at Stripe first,
+   unless Stripe has a final status), payments with no intent yet get one, and each payment is
+   retrieved once when its age passes ``stale_after`` (a guard against an event the sweep could
+   not see). A per-cycle budget keeps a cycle within its interval; what does not fit, or fails,
+   is retried later with a growing delay.
 
-Everything is written through the repository's guarded transition (source ``reconciler`` or
-``expiry``); the change stream then removes resolved payments from the pending table and emits
-their ``payment-status-update`` events, so the database stays the single source of truth.
+Everything is written through the guarded transition (source ``reconciler`` or ``expiry``); the
+change stream then drops resolved payments from the table and emits their status events.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
-from payments.domain.errors import PaymentsError, RetryableError
-from payments.domain.payment import Payment
+from payments.domain.errors import PaymentsError, ProviderDeclined, RetryableError
+from payments.domain.intents import EXPIRY_CANCELLATION_REASON
 from payments.domain.status import Source, Status
 from payments.logs import get_logger
-from payments.ports import Intent, ProviderEvent, TransitionOutcome, TransitionResult
+from payments.ports import (
+    Intent,
+    OpenPayment,
+    OpenPayments,
+    PaymentGateway,
+    PaymentRepository,
+    ProviderEvent,
+    StatusChange,
+    TransitionOutcome,
+)
+from payments.service import PaymentService
 
 log = get_logger("payments.reconcile")
 
-EVENT_TYPES = (
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-)
-# Events are listed from a little before the cursor: Stripe's `created` has one-second
-# resolution and events of the same second may land after a list. Applying one twice is a no-op.
-CURSOR_OVERLAP_SECONDS = 120
+SWEEP_CURSOR = "stripe-events"
 # A payment this young without an intent is probably still being created by its API request.
 CREATION_GRACE_SECONDS = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class PendingEntry:
-    """What the pending table knows of a payment (from the change stream)."""
-
-    payment_id: UUID
-    partition: int
-    version: int
-    created_at: float  # epoch seconds
-    provider_payment_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["payment_id"] = str(self.payment_id)
-        return doc
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> PendingEntry:
-        return cls(
-            payment_id=UUID(str(doc["payment_id"])),
-            partition=int(doc["partition"]),
-            version=int(doc["version"]),
-            created_at=float(doc["created_at"]),
-            provider_payment_id=doc.get("provider_payment_id"),
-        )
-
-
-class Store(Protocol):
-    def transition(
-        self,
-        payment_id: UUID,
-        to: Status,
-        *,
-        source: Source,
-        provider_status: str | None = None,
-        provider_event_id: str | None = None,
-        failure_code: str | None = None,
-        failure_message: str | None = None,
-    ) -> TransitionResult: ...
-
-    def set_provider_status(self, payment_id: UUID, provider_status: str) -> Payment | None: ...
-
-    def get_cursor(self, name: str) -> str | None: ...
-
-    def set_cursor(self, name: str, value: str) -> None: ...
-
-
-class Provider(Protocol):
-    def retrieve_intent(self, intent_id: str) -> Intent: ...
-
-    def cancel_intent(self, intent_id: str) -> Intent: ...
-
-    def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]: ...
-
-
-class Creator(Protocol):
-    def finish_creation(self, payment_id: UUID) -> Payment | None: ...
+# A cycle gives up after this many infrastructure errors in a row (the database is down).
+MAX_ERRORS_IN_A_ROW = 5
+# Ids kept in a report, as a sample; the figures are counts.
+SAMPLE = 20
 
 
 @dataclass(frozen=True)
@@ -110,268 +62,344 @@ class ReconcilePolicy:
     interval_seconds: float = 600.0
     stale_after_seconds: float = 3_600.0
     ttl_seconds: float = 86_400.0
+    # A check that failed waits this long, doubling per failure up to the TTL.
+    retry_after_seconds: float = 60.0
+
+
+class Check(StrEnum):
+    EXPIRE = "expire"
+    CREATE = "create"
+    RETRIEVE = "retrieve"
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    check: Check
+    payment_id: UUID
+    status: Status
+    created_at: float
+    provider_payment_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    attempts: int
+    next_at: float
+    reason: str
+
+
+@dataclass
+class SweepReport:
+    started_at: float
+    pages: int = 0
+    events: int = 0
+    applied: int = 0
+    foreign: int = 0
+    errors: int = 0
+    complete: bool = True
+    error: str | None = None
+    stripe_calls: int = 0
+    duration_seconds: float = 0.0
 
 
 @dataclass
 class CycleReport:
-    """The figures of one cycle (served by the worker's web views and CLI)."""
+    """The figures of one cycle (served by the worker's views and CLI): counts and a sample."""
 
     started_at: float
     partitions: list[int]
-    pending: int = 0
-    swept_events: int = 0
+    open: int = 0
+    due: int = 0
+    checked: int = 0
     resolved: int = 0
     retrieved: int = 0
     created: int = 0
     expired: int = 0
     deferred: int = 0
     errors: int = 0
+    waiting_retry: int = 0
     stripe_calls: int = 0
     duration_seconds: float = 0.0
-    # Every pending payment this worker owned in this cycle (each is some worker's, once), and
-    # the ones that needed a Stripe look at (named by an event, or checked one by one).
-    owned_ids: list[str] = field(default_factory=list)
-    checked_ids: list[str] = field(default_factory=list)
+    sample: list[str] = field(default_factory=list)
+    sweep: SweepReport | None = None
+    aborted: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["checked"] = len(self.checked_ids)
-        del doc["checked_ids"], doc["owned_ids"]
-        return doc
+        return asdict(self)
 
 
-def cursor_name(partition: int) -> str:
-    return f"stripe-events:p{partition}"
-
-
-def crossed_checkpoint(age: float, window: float, stale_after: float) -> bool:
-    """True when a payment's age passed a checkpoint (``stale_after`` x 1, 2, 4, 8 ...) within
-    the last ``window`` seconds.
-
-    A payment with no Stripe event is retrieved one by one at ages 1 h, 2 h, 4 h, 8 h, 16 h
-    (with the defaults): a handful of calls over its life, whatever the pending count, and none
-    of them a burst after a restart. The event sweep remains what finds changes; these checks
-    only guard against an event the sweep could not see.
-    """
-    checkpoint = stale_after
-    while checkpoint <= age:
-        if checkpoint > age - window:
-            return True
-        checkpoint *= 2
-    return False
+@dataclass(frozen=True)
+class Plan:
+    due: list[Due]
+    deferred: int
+    open: int
+    partitions: list[int]
+    started_at: float
 
 
 class Reconciler:
-    """One reconciliation cycle over owned pending entries; no framework, injected adapters."""
+    """Sweep, plan and check; no framework, injected adapters (real or fake)."""
 
     def __init__(
         self,
-        store: Store,
-        provider: Provider,
-        creator: Creator,
+        repo: PaymentRepository,
+        gateway: PaymentGateway,
+        service: PaymentService,
         policy: ReconcilePolicy,
         *,
         calls: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
-        self.provider = provider
-        self.creator = creator
+        self.repo = repo
+        self.gateway = gateway
+        self.service = service
         self.policy = policy
         self._calls = calls
         self._clock = clock
-        # When the previous cycle started: the window in which ages crossed a checkpoint.
+        # When the previous plan was made: the window in which ages crossed stale_after.
         self._previous_start: float | None = None
-        # Payments whose checkpoint came while the budget was spent or Stripe failed: first in
-        # line next cycle. (Lost on restart: their next checkpoint, or expiry, still comes.)
-        self._owed: set[UUID] = set()
+        # Retrievals that did not fit last cycle's budget, first in line next cycle.
+        self._owed: dict[UUID, Due] = {}
+        # Checks that failed, waiting with a growing delay (also shown on /ops).
+        self.retries: dict[UUID, Retry] = {}
 
     def individual_budget(self, rps: float) -> int:
-        """Individual Stripe calls one cycle may spend: half the interval at this worker's rate,
-        the rest is headroom for the sweep, webhooks' API calls and retries."""
+        """One-by-one Stripe calls one cycle may spend: half the interval at this worker's
+        share of the rate; the rest is headroom for the sweep, customers' calls and retries."""
         return max(1, int(rps * self.policy.interval_seconds * 0.5))
 
-    def run(
-        self, entries: Iterable[PendingEntry], partitions: Sequence[int], *, rps: float
-    ) -> CycleReport:
+    # -- 1. event sweep (leader) -------------------------------------------------------------
+
+    def sweep(self) -> SweepReport:
+        """Apply Stripe's status events since the stored cursor, storing it page by page."""
         now = self._clock()
         calls_before = self._calls()
-        report = CycleReport(started_at=now, partitions=sorted(partitions))
-        owned = {e.payment_id: e for e in entries if e.partition in set(partitions)}
-        report.pending = len(owned)
-        report.owned_ids = sorted(str(pid) for pid in owned)
-        by_intent = {e.provider_payment_id: e for e in owned.values() if e.provider_payment_id}
-        done: set[UUID] = set()
-
-        high_water = self._sweep(owned, by_intent, partitions, now, report, done)
-        self._individual(owned, done, now, rps, report)
-
-        if partitions and high_water is not None:
-            for partition in partitions:
-                self.store.set_cursor(cursor_name(partition), str(high_water))
-        self._owed &= set(owned)
-        self._previous_start = now
+        report = SweepReport(started_at=now)
+        since = int(now - self.policy.stale_after_seconds)
+        try:
+            for page in self.gateway.event_pages(self.repo.get_cursor(SWEEP_CURSOR), since=since):
+                self._apply_events(page.events, report)
+                self.repo.set_cursor(SWEEP_CURSOR, page.cursor)
+                report.pages += 1
+        except Exception as exc:  # any failure: keep the pages done, try again next interval
+            report.complete = False
+            report.errors += 1
+            report.error = f"{type(exc).__name__}: {exc}"
+            log.warning("event sweep stopped; progress kept", error=report.error)
         report.stripe_calls = self._calls() - calls_before
         report.duration_seconds = round(self._clock() - now, 3)
-        log.info("reconciliation cycle", **report.summary())
+        log.info("event sweep", **asdict(report))
         return report
 
-    # -- 1. event sweep ---------------------------------------------------------------------
+    def _apply_events(self, events: Sequence[ProviderEvent], report: SweepReport) -> None:
+        with_intent = [(e, e.intent) for e in events if e.intent is not None]
+        report.events += len(events)
+        named = {u for _, i in with_intent if (u := _uuid(i.payment_id)) is not None}
+        by_id = self.repo.open_payments(named) if named else {}
+        by_intent = self.repo.open_payments_by_intent({i.id for _, i in with_intent})
+        for event, intent in with_intent:
+            named_id = _uuid(intent.payment_id)
+            payment = by_intent.get(intent.id) or (by_id.get(named_id) if named_id else None)
+            if payment is None:
+                continue  # not open (or not ours): nothing to do
+            result = self.service.apply_intent(payment.id, intent, Source.RECONCILER, event.id)
+            if result.outcome is TransitionOutcome.APPLIED:
+                report.applied += 1
+            elif result.outcome is TransitionOutcome.FOREIGN_INTENT:
+                report.foreign += 1
 
-    def _sweep(
-        self,
-        owned: dict[UUID, PendingEntry],
-        by_intent: dict[str, PendingEntry],
-        partitions: Sequence[int],
-        now: float,
-        report: CycleReport,
-        done: set[UUID],
-    ) -> int | None:
-        if not partitions:
-            return None
-        stored = [self.store.get_cursor(cursor_name(p)) for p in partitions]
-        # A partition never swept starts one stale period back; older payments are retrieved.
-        default = int(now - self.policy.stale_after_seconds)
-        since = min(int(c) if c else default for c in stored)
-        high_water = since
-        try:
-            for event_type in EVENT_TYPES:
-                for event in self.provider.list_events(
-                    event_type, created_gt=since - CURSOR_OVERLAP_SECONDS
-                ):
-                    report.swept_events += 1
-                    high_water = max(high_water, event.created)
-                    entry = self._entry_for(event.intent, owned, by_intent)
-                    if entry is None or entry.payment_id in done or event.intent is None:
-                        continue
-                    report.checked_ids.append(str(entry.payment_id))
-                    if self._apply(entry.payment_id, event.intent, Source.RECONCILER, event.id):
-                        report.resolved += 1
-                        done.add(entry.payment_id)
-        except PaymentsError as exc:
-            # Keep the old cursor: the next cycle lists the same window again.
-            report.errors += 1
-            log.warning("event sweep failed; cursor kept", error=str(exc))
-            return None
-        return high_water
+    # -- 2. one-by-one checks of owned partitions --------------------------------------------
 
-    @staticmethod
-    def _entry_for(
-        intent: Intent | None,
-        owned: dict[UUID, PendingEntry],
-        by_intent: dict[str, PendingEntry],
-    ) -> PendingEntry | None:
-        if intent is None:
-            return None
-        if intent.payment_id:
-            try:
-                entry = owned.get(UUID(intent.payment_id))
-            except ValueError:
-                entry = None
-            if entry is not None:
-                return entry
-        return by_intent.get(intent.id)
-
-    # -- 2. individual checks ---------------------------------------------------------------
-
-    def _individual(
-        self,
-        owned: dict[UUID, PendingEntry],
-        done: set[UUID],
-        now: float,
-        rps: float,
-        report: CycleReport,
-    ) -> None:
-        ttl = self.policy.ttl_seconds
-        stale_after = self.policy.stale_after_seconds
-        interval = self.policy.interval_seconds
+    def plan(self, table: OpenPayments, partitions: Sequence[int], *, budget: int) -> Plan:
+        """What this cycle checks, read by age from the table: bounded by ``budget``, never a
+        walk over every open payment. Cheap: run it where the table lives (the event loop)."""
+        now = self._clock()
+        policy = self.policy
+        interval = policy.interval_seconds
         window = interval if self._previous_start is None else now - self._previous_start
-        window = min(max(window, interval), ttl)
-        due: list[tuple[float, PendingEntry]] = []
-        for entry in owned.values():
-            if entry.payment_id in done:
-                continue
-            age = now - entry.created_at
-            if age >= ttl:
-                due.append((0.0, entry))  # expiry first
-            elif entry.provider_payment_id is None:
-                if age >= CREATION_GRACE_SECONDS:
-                    due.append((1.0, entry))
-            elif entry.payment_id in self._owed:
-                due.append((2.0, entry))
-            elif crossed_checkpoint(age, window, stale_after):
-                due.append((3.0 + entry.created_at, entry))
-        due.sort(key=lambda item: item[0])
-        budget = self.individual_budget(rps)
-        report.deferred = max(0, len(due) - budget)
-        self._owed = {e.payment_id for _, e in due[budget:] if e.provider_payment_id}
-        for _, entry in due[:budget]:
-            report.checked_ids.append(str(entry.payment_id))
-            try:
-                if now - entry.created_at >= ttl:
-                    self._expire(entry, report)
-                elif entry.provider_payment_id is None:
-                    self.creator.finish_creation(entry.payment_id)
-                    report.created += 1
-                else:
-                    intent = self.provider.retrieve_intent(entry.provider_payment_id)
-                    report.retrieved += 1
-                    if self._apply(entry.payment_id, intent, Source.RECONCILER, None):
-                        report.resolved += 1
-            except RetryableError as exc:
-                report.errors += 1
+        window = min(max(window, interval), policy.ttl_seconds)
+        self._previous_start = now
+        expired_before = now - policy.ttl_seconds
+        stale_at = now - policy.stale_after_seconds
+
+        def waiting(pid: UUID) -> bool:
+            retry = self.retries.get(pid)
+            return retry is not None and retry.next_at > now
+
+        def candidates() -> Iterator[Due]:
+            for entry in table.created_between(0.0, expired_before):
+                yield _due(Check.EXPIRE, entry)
+            for entry in table.without_intent(now - CREATION_GRACE_SECONDS):
+                if entry.status is Status.PENDING and entry.created_at >= expired_before:
+                    yield _due(Check.CREATE, entry)
+            yield from self._owed.values()
+            for entry in table.created_between(stale_at - window, stale_at):
                 if entry.provider_payment_id is not None:
-                    self._owed.add(entry.payment_id)
-                log.warning(
-                    "stripe unavailable; retried next cycle",
-                    payment_id=str(entry.payment_id),
-                    error=str(exc),
-                )
+                    yield _due(Check.RETRIEVE, entry)
+
+        due: list[Due] = []
+        seen: set[UUID] = set()
+        deferred = 0
+        owed: dict[UUID, Due] = {}
+        for item in candidates():
+            if item.payment_id in seen or waiting(item.payment_id):
+                continue
+            seen.add(item.payment_id)
+            if len(due) < budget:
+                due.append(item)
+            else:
+                deferred += 1
+                if item.check is Check.RETRIEVE and len(owed) < 10 * budget:
+                    owed[item.payment_id] = item
+        self._owed = owed
+        self.retries = {pid: r for pid, r in self.retries.items() if r.next_at > now - 86_400}
+        return Plan(due, deferred, table.count(), sorted(partitions), now)
+
+    def check(self, plan: Plan) -> CycleReport:
+        """Run the plan's checks against Stripe and the database (blocking: run it off the
+        event loop). Failures are counted, logged and retried later; the cycle never raises."""
+        calls_before = self._calls()
+        report = CycleReport(
+            started_at=plan.started_at,
+            partitions=plan.partitions,
+            open=plan.open,
+            due=len(plan.due),
+            deferred=plan.deferred,
+        )
+        in_a_row = 0
+        for item in plan.due:
+            if len(report.sample) < SAMPLE:
+                report.sample.append(str(item.payment_id))
+            report.checked += 1
+            try:
+                self._check(item, report)
+                self.retries.pop(item.payment_id, None)
+                in_a_row = 0
             except PaymentsError as exc:
                 report.errors += 1
-                log.error(
-                    "reconciliation of a payment failed",
-                    payment_id=str(entry.payment_id),
-                    error=str(exc),
-                )
+                self._retry_later(item, exc)
+            except Exception as exc:  # database or pool errors: count, log, stop if persistent
+                report.errors += 1
+                in_a_row += 1
+                self._retry_later(item, exc)
+                if in_a_row >= MAX_ERRORS_IN_A_ROW:
+                    report.aborted = (
+                        f"{in_a_row} errors in a row, last: {type(exc).__name__}: {exc}"
+                    )
+                    log.error("reconciliation cycle aborted", reason=report.aborted)
+                    break
+        report.waiting_retry = len(self.retries)
+        report.stripe_calls = self._calls() - calls_before
+        report.duration_seconds = round(self._clock() - plan.started_at, 3)
+        summary = report.summary()
+        summary.pop("sample")
+        log.info("reconciliation cycle", **summary)
+        return report
 
-    def _expire(self, entry: PendingEntry, report: CycleReport) -> None:
-        """Past the TTL: take Stripe's final status if it has one, else cancel and expire."""
-        if entry.provider_payment_id is not None:
-            intent = self.provider.retrieve_intent(entry.provider_payment_id)
-            if intent.outcome() in (Status.SUCCEEDED, Status.CANCELED):
-                if self._apply(entry.payment_id, intent, Source.RECONCILER, None):
-                    report.resolved += 1
-                return
-            if intent.status != "canceled":
-                self.provider.cancel_intent(entry.provider_payment_id)
-        result = self.store.transition(entry.payment_id, Status.EXPIRED, source=Source.EXPIRY)
-        if result.outcome is TransitionOutcome.APPLIED:
-            report.expired += 1
-            log.info("payment expired", payment_id=str(entry.payment_id))
+    def run(
+        self,
+        table: OpenPayments,
+        partitions: Sequence[int],
+        *,
+        rps: float,
+        lead_sweep: bool = True,
+    ) -> CycleReport:
+        """Sweep (when this worker leads it), plan and check: one whole cycle, blocking."""
+        sweep = self.sweep() if lead_sweep else None
+        report = self.check(self.plan(table, partitions, budget=self.individual_budget(rps)))
+        report.sweep = sweep
+        if sweep is not None:
+            report.stripe_calls += sweep.stripe_calls
+            report.resolved += sweep.applied
+        return report
 
-    def _apply(
-        self, payment_id: UUID, intent: Intent, source: Source, event_id: str | None
-    ) -> bool:
-        """Write what Stripe says; True when the payment's status changed now."""
-        target = intent.outcome()
-        if target is None:
-            self.store.set_provider_status(payment_id, intent.status)
-            return False
-        result = self.store.transition(
-            payment_id,
-            target,
-            source=source,
-            provider_status=intent.status,
-            provider_event_id=event_id,
-            failure_code=intent.failure_code,
-            failure_message=intent.failure_message,
+    def _retry_later(self, item: Due, exc: BaseException) -> None:
+        previous = self.retries.get(item.payment_id)
+        attempts = (previous.attempts if previous else 0) + 1
+        delay = min(self.policy.retry_after_seconds * 2 ** (attempts - 1), self.policy.ttl_seconds)
+        self.retries[item.payment_id] = Retry(attempts, self._clock() + delay, str(exc)[:300])
+        log.warning(
+            "reconciliation check failed; retried later",
+            payment_id=str(item.payment_id),
+            check=item.check.value,
+            attempts=attempts,
+            retry_in_seconds=round(delay),
+            error=str(exc),
         )
-        if result.outcome is TransitionOutcome.REFUSED and result.payment is not None:
-            log.warning(
-                "stripe disagrees with a final status; keeping ours",
-                payment_id=str(payment_id),
-                ours=result.payment.status.value,
-                stripe=intent.status,
+
+    def _check(self, item: Due, report: CycleReport) -> None:
+        if item.check is Check.EXPIRE:
+            if self._expire(item):
+                report.expired += 1
+            else:
+                report.resolved += 1
+        elif item.check is Check.CREATE:
+            self.service.finish_creation(item.payment_id)
+            report.created += 1
+        else:
+            assert item.provider_payment_id is not None
+            intent = self.gateway.retrieve_intent(item.provider_payment_id)
+            report.retrieved += 1
+            result = self.service.apply_intent(item.payment_id, intent, Source.RECONCILER)
+            if result.outcome is TransitionOutcome.APPLIED:
+                report.resolved += 1
+
+    def _expire(self, item: Due) -> bool:
+        """Past the TTL: cancel the intent at Stripe, then ``expired``; unless Stripe has a
+        final status, which is taken instead. True when the payment expired now."""
+        pid = item.payment_id
+        intent_id = item.provider_payment_id
+        if intent_id is None and item.status is Status.PENDING:
+            # Hold the creation so no intent appears for an expired payment.
+            if self.repo.claim_creation(pid, lease_seconds=self.service.creation_lease_seconds):
+                return self._write_expired(pid, None)
+            latest = self.repo.get(pid)
+            if latest is None or not latest.is_open:
+                return False
+            if latest.provider_payment_id is None:
+                raise RetryableError(f"payment {pid} is being created at Stripe; expiring later")
+            intent_id = latest.provider_payment_id
+        if intent_id is None:  # failed at creation: no intent exists, nothing can be charged
+            return self._write_expired(pid, None)
+        try:
+            intent = self.gateway.cancel_intent(intent_id, reason=EXPIRY_CANCELLATION_REASON)
+        except ProviderDeclined:
+            # Stripe would not cancel: the intent already succeeded, is processing, or is gone.
+            intent = self.gateway.retrieve_intent(intent_id)
+            return self._take_final(pid, intent)
+        return self._write_expired(pid, intent)
+
+    def _take_final(self, pid: UUID, intent: Intent) -> bool:
+        outcome = intent.outcome()
+        if outcome is None:
+            raise RetryableError(
+                f"payment {pid} is past its TTL but intent {intent.id} is {intent.status} at "
+                "Stripe and cannot be canceled yet"
             )
-        return result.outcome is TransitionOutcome.APPLIED
+        if outcome is Status.CANCELED and intent.cancellation_reason is None:
+            # Past the TTL and canceled with no reason given (the stand-in keeps none): ours.
+            return self._write_expired(pid, intent)
+        result = self.service.apply_intent(pid, intent, Source.RECONCILER)
+        return result.outcome is TransitionOutcome.APPLIED and outcome is Status.EXPIRED
+
+    def _write_expired(self, pid: UUID, intent: Intent | None) -> bool:
+        result = self.repo.transition(pid, StatusChange(Status.EXPIRED, Source.EXPIRY, intent))
+        if result.outcome is TransitionOutcome.FOREIGN_INTENT:
+            raise PaymentsError(f"payment {pid} not expired: {result.reason}")
+        if result.outcome is TransitionOutcome.APPLIED:
+            log.info("payment expired", payment_id=str(pid))
+            return True
+        return False
+
+
+def _due(check: Check, entry: OpenPayment) -> Due:
+    return Due(check, entry.payment_id, entry.status, entry.created_at, entry.provider_payment_id)
+
+
+def _uuid(raw: str | None) -> UUID | None:
+    if not raw:
+        return None
+    try:
+        return UUID(raw)
+    except ValueError:
+        return None

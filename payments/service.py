@@ -1,4 +1,4 @@
-"""Use cases: create a payment, finish a creation, cancel, apply a Stripe webhook event.
+"""Use cases: create a payment, finish a creation, cancel, confirm, apply what Stripe says.
 
 Entry points (Flask views, the Faust worker) parse their input, call one function here, and
 answer. The repository and the gateway are passed in, real or fake (``tests.fakes``).
@@ -16,10 +16,16 @@ from uuid import UUID, uuid4
 
 from payments.domain.errors import (
     Conflict,
+    IdempotencyKeyConflict,
     NotFound,
     ProviderDeclined,
     RetryableError,
     TransitionRefused,
+)
+from payments.domain.intents import (
+    CANCEL_CANCELLATION_REASON,
+    HANDLED_EVENT_TYPES,
+    STATUS_EVENT_TYPES,
 )
 from payments.domain.money import Money
 from payments.domain.payment import Payment
@@ -34,21 +40,13 @@ from payments.ports import (
     PaymentGateway,
     PaymentRepository,
     ProviderEvent,
+    StatusChange,
     TransitionOutcome,
     TransitionResult,
     WebhookResult,
 )
 
 log = get_logger(__name__)
-
-# Our status for a webhook event type; None: only Stripe's status is recorded.
-WEBHOOK_TARGETS: dict[str, Status | None] = {
-    "payment_intent.succeeded": Status.SUCCEEDED,
-    "payment_intent.payment_failed": Status.FAILED,
-    "payment_intent.canceled": Status.CANCELED,
-    "payment_intent.processing": None,
-    "payment_intent.requires_action": None,
-}
 
 
 class IdempotencyKeyReused(Conflict):
@@ -120,7 +118,7 @@ class CreatePayment:
 class CreateOutcome(StrEnum):
     CREATED = "created"  # 201: the intent exists
     REPLAYED = "replayed"  # 201 again, same payment, nothing new made
-    PENDING = "pending"  # 202: stored, Stripe unreachable; the worker finishes later
+    DEFERRED = "deferred"  # 202: stored, Stripe unreachable; the worker finishes later
 
 
 @dataclass(frozen=True)
@@ -154,6 +152,7 @@ class PaymentService:
         (a concurrent request with the key is still at Stripe), ``ProviderDeclined`` (Stripe
         refused; the payment is now ``failed``).
         """
+        request.money.check_chargeable()
         request_hash = request.request_hash()
         inserted = self.repo.insert_pending(
             NewPayment(
@@ -214,7 +213,7 @@ class PaymentService:
             result = self._create_intent(claimed)
         except ProviderDeclined:
             return self.repo.get(payment_id)
-        if result.outcome is CreateOutcome.PENDING:
+        if result.outcome is CreateOutcome.DEFERRED:
             raise RetryableError(result.detail or f"payment {payment_id}: Stripe unavailable")
         return result.payment
 
@@ -231,14 +230,22 @@ class PaymentService:
                 f"({exc}); it will be completed automatically, or retry with the same "
                 "Idempotency-Key"
             )
-            return CreateResult(CreateOutcome.PENDING, payment, detail)
+            return CreateResult(CreateOutcome.DEFERRED, payment, detail)
+        except IdempotencyKeyConflict:
+            # Stripe holds our key (pi-create-<payment id>) with other parameters: nothing was
+            # created. Free the claim so a corrected retry is not blocked for the lease.
+            self.repo.release_creation(payment.id)
+            log.error("stripe refused the creation key", payment_id=str(payment.id))
+            raise
         except ProviderDeclined as exc:
             result = self.repo.transition(
                 payment.id,
-                Status.FAILED,
-                source=Source.API,
-                failure_code=exc.code or "provider_declined",
-                failure_message=str(exc),
+                StatusChange(
+                    Status.FAILED,
+                    Source.API,
+                    failure_code=exc.code or "provider_declined",
+                    failure_message=str(exc),
+                ),
             )
             log.info(
                 "payment declined at creation",
@@ -249,12 +256,7 @@ class PaymentService:
             raise PaymentDeclined(
                 str(exc), payment=result.payment or payment, code=exc.code, field=exc.field
             ) from exc
-        stored = self.repo.attach_intent(
-            payment.id,
-            provider_payment_id=intent.id,
-            provider_status=intent.status,
-            client_secret=intent.client_secret,
-        )
+        stored = self.repo.attach_intent(payment.id, intent)
         return CreateResult(CreateOutcome.CREATED, stored)
 
     # -- cancel -----------------------------------------------------------------------------
@@ -270,27 +272,29 @@ class PaymentService:
             raise TransitionRefused(
                 f"payment {payment_id} is already {payment.status.value}; it cannot be canceled"
             )
-        provider_status: str | None = None
         # Without an intent, hold the creation so none appears for a canceled payment.
         if payment.provider_payment_id is None and not self.repo.claim_creation(
             payment_id, lease_seconds=self.creation_lease_seconds
         ):
             latest = self.repo.get(payment_id) or payment
-            if latest.provider_payment_id is None:
+            if latest.provider_payment_id is None and latest.status is Status.PENDING:
                 raise CreationInProgress(
                     f"payment {payment_id} is being created at Stripe right now; retry "
                     "the cancel shortly",
                     retry_after_seconds=1,
                 )
             payment = latest
+        change = StatusChange(Status.CANCELED, Source.API)
         if payment.provider_payment_id is not None:
             try:
-                intent = self.gateway.cancel_intent(payment.provider_payment_id)
+                intent = self.gateway.cancel_intent(
+                    payment.provider_payment_id, reason=CANCEL_CANCELLATION_REASON
+                )
             except ProviderDeclined:
                 # Stripe would not cancel (e.g. it already succeeded): record what it says.
                 intent = self.gateway.retrieve_intent(payment.provider_payment_id)
-                self._apply_intent(payment_id, intent, Source.API)
-                current = self.repo.get(payment_id) or payment
+                result = self.apply_intent(payment_id, intent, Source.API)
+                current = result.payment or payment
                 if current.status is Status.CANCELED:
                     return current
                 raise TransitionRefused(
@@ -298,63 +302,46 @@ class PaymentService:
                     f"{intent.id} is {intent.status} at Stripe (payment is "
                     f"{current.status.value})"
                 ) from None
-            provider_status = intent.status
-        result = self.repo.transition(
-            payment_id, Status.CANCELED, source=Source.API, provider_status=provider_status
-        )
-        if result.outcome is TransitionOutcome.REFUSED and result.payment is not None:
+            change = StatusChange(Status.CANCELED, Source.API, intent)
+        result = self.repo.transition(payment_id, change)
+        if result.payment is None:
+            raise NotFound(f"payment {payment_id} does not exist")
+        if result.outcome in (TransitionOutcome.REFUSED, TransitionOutcome.FOREIGN_INTENT):
             raise TransitionRefused(
                 f"payment {payment_id} is already {result.payment.status.value}; it cannot be "
                 "canceled"
             )
-        if result.payment is None:
-            raise NotFound(f"payment {payment_id} does not exist")
         return result.payment
 
-    def _apply_intent(self, payment_id: UUID, intent: Intent, source: Source) -> TransitionResult:
-        target = intent.outcome()
-        if target is None:
-            payment = self.repo.set_provider_status(payment_id, intent.status)
-            return TransitionResult(TransitionOutcome.NOOP, payment, None)
-        return self.repo.transition(
-            payment_id,
-            target,
-            source=source,
-            provider_status=intent.status,
-            failure_code=intent.failure_code,
-            failure_message=intent.failure_message,
-        )
+    # -- what Stripe says -------------------------------------------------------------------
 
-    # -- webhooks ---------------------------------------------------------------------------
+    def apply_intent(
+        self, payment_id: UUID, intent: Intent, source: Source, event_id: str | None = None
+    ) -> TransitionResult:
+        """Write what Stripe's intent says about a payment: its final status through the
+        guarded transition, or only Stripe's own status while nothing is final. Only the
+        payment's own intent is applied (the repository refuses any other)."""
+        change = StatusChange.from_intent(intent, source, event_id)
+        if change is None:
+            return self.repo.record_provider_status(payment_id, intent)
+        return self.repo.transition(payment_id, change)
 
     def apply_webhook_event(
         self, event: ProviderEvent, payload: Mapping[str, Any]
     ) -> WebhookResult:
         """Store the event in the inbox and apply it, once per Stripe event id."""
         intent = event.intent
-        handled = event.type in WEBHOOK_TARGETS and intent is not None
-        payment_uuid: UUID | None = None
-        if intent is not None and intent.payment_id:
-            try:
-                payment_uuid = UUID(intent.payment_id)
-            except ValueError:
-                payment_uuid = None
-        result = self.repo.apply_webhook(
-            event_id=event.id,
-            event_type=event.type,
-            payload=payload,
-            payment_id=payment_uuid if handled else None,
-            provider_payment_id=intent.id if handled and intent else None,
-            to=WEBHOOK_TARGETS.get(event.type) if handled else None,
-            provider_status=intent.status if handled and intent else None,
-            failure_code=intent.failure_code if intent else None,
-            failure_message=intent.failure_message if intent else None,
-        )
+        handled = event.type in HANDLED_EVENT_TYPES and intent is not None
+        change = None
+        if intent is not None and event.type in STATUS_EVENT_TYPES:
+            change = StatusChange.from_intent(intent, Source.WEBHOOK, event.id)
+        result = self.repo.apply_webhook(event, payload, change, handled=handled)
         log.info(
             "webhook event",
             event_id=event.id,
             event_type=event.type,
             outcome=result.outcome,
+            reason=result.reason,
             duplicate=result.duplicate,
             payment_id=str(result.payment.id) if result.payment else intent and intent.payment_id,
         )

@@ -1,270 +1,421 @@
-"""The Faust app: ``create_app(settings)`` declares topics, tables, the change agent, the
-reconciliation timer and the web views. Nothing happens at import time."""
+"""The Faust worker: ``PaymentsWorker(settings)`` builds the app and wires its collaborators.
+
+The change agent keeps the open-payments table and emits one ``payment-status-update`` per
+status change; the reconciliation timer sweeps Stripe's events (the worker holding partition 0
+leads it) and checks its own partitions; the web views show what it holds. Nothing happens at
+import time; the core (pools, Stripe gateway, use cases) is built on first use inside the
+running worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
+import hmac
+import threading
 import time
-from dataclasses import dataclass, field
+from base64 import b64decode
+from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.types import TP, EventT
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from cdc.envelope import decode
+from cdc.envelope import DecodeError, PaymentChange, decode
+from payments.bootstrap import Core, bootstrap
 from payments.logs import configure_logging, get_logger
-from payments.reconcile import CycleReport, PendingEntry
+from payments.reconcile import CycleReport
 from payments.settings import Settings
 from streams import handlers
+from streams.emitter import StatusEmitter, backoff
 from streams.metrics import WorkerMetrics
-from streams.resources import Resources
-from streams.topics import PARTITIONS, Channels, declare
+from streams.open_table import OpenTable, partition_items, partitions_of
+from streams.topics import Tables, Topics, declare
 
 log = get_logger("streams")
-SEND_ATTEMPTS = 5
+# How long an `emitted` entry is kept after its payment became final, and how often, and how
+# much at a time, each partition is combed for older ones.
+EMITTED_RETENTION_SECONDS = 30 * 86_400
+PURGE_EVERY_SECONDS = 3_600
+PURGE_CHUNK = 2_000
 
 
 @dataclass
-class WorkerState:
-    """What the web views and CLI report: the last cycle and a lock so cycles never overlap."""
-
-    last_cycle: CycleReport | None = None
-    cycle_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+class _Purge:
+    resume: bytes = b""
+    last_pass_ended: float = 0.0
 
 
-def create_app(settings: Settings, *, store: str = "rocksdb://") -> faust.App:
-    configure_logging(settings.log_level)
-    app = faust.App(
-        settings.worker_app_id,
-        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",")],
-        store=store,
-        datadir=settings.worker_state_dir,
-        autodiscover=False,
-        topic_partitions=PARTITIONS,
-        topic_replication_factor=1,
-        table_standby_replicas=1,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_interval=1.0,
-        web_port=settings.worker_web_port,
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
-        producer_acks=-1,
-        # Batch the changelog and event sends for 5 ms (the Java producer's default since
-        # Kafka 4.0): about 8% more changes per second, 5 ms on an event's way out.
-        producer_linger=0.005,
-    )
-    channels = declare(app, settings)
-    metrics = WorkerMetrics()
-    resources = Resources(settings)
-    state = WorkerState()
-    app.payments = _Wiring(settings, channels, metrics, resources, state)  # type: ignore[attr-defined]
-    _register_agent(app, channels, metrics)
-    _register_reconciler(app, settings, channels, metrics, resources, state)
-    _register_views(app, channels, metrics, state)
-    return app
+class PaymentsWorker:
+    """The Faust app and what it works with, without attributes hung on the app."""
 
+    def __init__(
+        self, settings: Settings, *, store: str = "rocksdb://", core: Core | None = None
+    ) -> None:
+        configure_logging(settings.log_level)
+        self.settings = settings
+        self.app = faust.App(
+            settings.worker_app_id,
+            broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",")],
+            store=store,
+            datadir=settings.worker_state_dir,
+            autodiscover=False,
+            topic_partitions=settings.kafka_topic_partitions,
+            topic_replication_factor=settings.kafka_replication_factor,
+            table_standby_replicas=1,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=1.0,
+            web_port=settings.worker_web_port,
+            web_bind="127.0.0.1",
+            web_host="127.0.0.1",
+            producer_acks=-1,
+            # Batch the changelog and event sends for 5 ms (the Java producer's default since
+            # Kafka 4.0): about 8% more changes per second, 5 ms on an event's way out.
+            producer_linger=0.005,
+        )
+        self.topics: Topics
+        self.tables: Tables
+        self.topics, self.tables = declare(self.app, settings)
+        self.metrics = WorkerMetrics()
+        self.open = OpenTable(self.app, self.tables.open)
+        self.emitter = StatusEmitter(self.topics.status_updates, self.metrics)
+        self.last_cycle: CycleReport | None = None
+        self._cycle_lock = asyncio.Lock()
+        self._core = core
+        self._core_lock = threading.Lock()
+        self._purges: dict[int, _Purge] = {}
+        self._register_agent()
+        self._register_rebalance_hooks()
+        self._register_reconciler()
+        self._register_views()
 
-@dataclass(frozen=True)
-class _Wiring:
-    settings: Settings
-    channels: Channels
-    metrics: WorkerMetrics
-    resources: Resources
-    state: WorkerState
+    @property
+    def core(self) -> Core:
+        with self._core_lock:
+            if self._core is None:
+                self._core = bootstrap(self.settings, role="worker")
+            return self._core
 
+    def owned_partitions(self) -> list[int]:
+        """Partitions of the change topic this worker actively owns (standbys excluded)."""
+        topic = self.settings.cdc_payments_topic
+        return sorted(partitions_of(self.app.assignor.assigned_actives(), topic))
 
-# ------------------------------------------------------------------------------ change agent
+    def standby_partitions(self) -> list[int]:
+        topic = self.settings.cdc_payments_topic
+        return sorted(partitions_of(self.app.assignor.assigned_standbys(), topic))
 
+    # -- the change agent ---------------------------------------------------------------------
 
-async def _send_with_retry(topic: faust.TopicT, **kwargs: Any) -> None:
-    for attempt in range(SEND_ATTEMPTS):
+    def _register_agent(self) -> None:
+        @self.app.agent(self.topics.changes, name="payment-changes")
+        async def process_changes(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                await self._handle(event)
+
+        @self.app.task  # type: ignore[untyped-decorator]
+        async def declare_outputs() -> None:
+            # Create the output topics at start, so consumers (and the DLQ alert) can subscribe
+            # before the first status change or bad record.
+            for topic in (self.topics.status_updates, self.topics.dead_letters):
+                await topic.maybe_declare()
+
+    async def _handle(self, event: EventT[bytes]) -> None:
+        message = event.message
         try:
-            await topic.send(**kwargs)
+            change = decode(message.value)
+        except DecodeError as exc:
+            await self._dead_letter(event, exc)
             return
-        except Exception:
-            if attempt == SEND_ATTEMPTS - 1:
-                raise
-            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-
-
-def _register_agent(app: faust.App, channels: Channels, metrics: WorkerMetrics) -> None:
-    pending, emitted = channels.pending, channels.emitted
-
-    @app.agent(channels.changes, name="payment-changes")
-    async def process_changes(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                await apply_change(message.key, message.value, message.partition)
-            except Exception as exc:  # one bad record must not stop the partition
-                metrics.dead_letters.inc()
-                log.error(
-                    "change record dead-lettered",
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                    partition=message.partition,
-                    offset=message.offset,
-                )
-                await _send_with_retry(
-                    channels.dead_letters,
-                    key=message.key,
-                    value=message.value,
-                    headers=[
-                        ("error", f"{type(exc).__name__}: {exc}".encode()[:2000]),
-                        ("source.topic", message.topic.encode()),
-                        ("source.partition", str(message.partition).encode()),
-                        ("source.offset", str(message.offset).encode()),
-                    ],
-                )
-
-    async def apply_change(key: bytes | None, value: bytes | None, partition: int) -> None:
-        change = decode(value)  # DecodeError: dead-lettered by the agent
         if change is None:
             return
-        metrics.changes.labels(change.op.value).inc()
+        try:
+            await self.apply_change(change, message.partition)
+        except Exception as exc:  # a record this version cannot handle: never stop the partition
+            log.exception(
+                "change record could not be applied",
+                payment_id=str(change.payment_id),
+                partition=message.partition,
+                offset=message.offset,
+            )
+            await self._dead_letter(event, exc)
+        self._maybe_purge_emitted(message.partition)
+
+    async def apply_change(self, change: PaymentChange, partition: int) -> None:
+        """The table update and, once the broker acknowledged it, the status event."""
+        self.metrics.changes.labels(change.op.value).inc()
         if change.committed_at_ms:
-            metrics.cdc_delay.observe(max(0.0, time.time() - change.committed_at_ms / 1000))
-        pid = str(change.payment_id)
-        # The dedupe table is read only for status changes (most changes are not).
-        last = emitted.get(pid) if change.status_changed else None
-        decision = handlers.decide(change, partition, last)
-        if decision.upsert is not None:
-            pending[pid] = decision.upsert.to_dict()
-        elif decision.remove and pid in pending:
-            del pending[pid]
-        if decision.emit is not None:
-            await _send_with_retry(channels.status_updates, key=pid.encode(), value=decision.emit)
-            emitted[pid] = decision.emit["version"]
-            metrics.emitted.labels(decision.emit["status"]).inc()
+            self.metrics.cdc_delay.observe(max(0.0, time.time() - change.committed_at_ms / 1000))
+        pid = str(change.payment_id).encode()
+        raw = self.tables.emitted.get(pid)
+        last = handlers.Emitted.from_json(raw) if raw is not None else None
+        decision = handlers.decide(change, last)
+        self.open.apply(partition, decision)
+        update = decision.emit
+        if update is not None:
+            await self.emitter.emit(partition, update)
+            self.tables.emitted[pid] = handlers.emitted_after(update, time.time()).to_json()
             log.info(
                 "status update emitted",
-                payment_id=pid,
-                event_id=decision.emit["event_id"],
-                status=decision.emit["status"],
+                payment_id=str(update.payment_id),
+                event_id=update.event_id,
+                status=update.status.value,
             )
         elif change.status_changed:
-            metrics.duplicates.inc()
+            self.metrics.duplicates.inc()
             log.info(
                 "replayed status change not re-emitted",
-                payment_id=pid,
+                payment_id=str(change.payment_id),
                 version=change.after.version if change.after else None,
             )
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def declare_outputs() -> None:
-        # Create the output topics at start, so consumers (and the DLQ alert) can subscribe
-        # before the first status change or bad record.
-        for topic in (channels.status_updates, channels.dead_letters):
-            await topic.maybe_declare()
+    async def _dead_letter(self, event: EventT[bytes], exc: Exception) -> None:
+        """The record, as it came, on the DLQ with the error in its headers; retried until the
+        broker has it (a record is never dropped)."""
+        message = event.message
+        self.metrics.dead_letters.inc()
+        log.error(
+            "change record dead-lettered",
+            error=str(exc),
+            error_type=type(exc).__name__,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        headers = [
+            ("error", f"{type(exc).__name__}: {exc}".encode()[:2000]),
+            ("error.kind", b"decode" if isinstance(exc, DecodeError) else b"processing"),
+            ("source.topic", message.topic.encode()),
+            ("source.partition", str(message.partition).encode()),
+            ("source.offset", str(message.offset).encode()),
+        ]
+        attempt = 0
+        while True:
+            try:
+                delivery = await self.topics.dead_letters.send(
+                    key=message.key, value=message.value, headers=headers
+                )
+                await delivery
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as send_error:
+                attempt += 1
+                log.warning("DLQ send failed; retrying", attempt=attempt, error=str(send_error))
+                await asyncio.sleep(backoff(attempt))
 
-    app.payments_process = process_changes  # type: ignore[attr-defined]
+    def _maybe_purge_emitted(self, partition: int) -> None:
+        """Drop `emitted` entries of payments final for longer than the retention, a chunk at
+        a time, while handling a record of that partition (Faust writes the changelog of the
+        current record's partition, which is the entries' own)."""
+        purge = self._purges.setdefault(partition, _Purge())
+        now = time.time()
+        if not purge.resume and now - purge.last_pass_ended < PURGE_EVERY_SECONDS:
+            return
+        cutoff = now - EMITTED_RETENTION_SECONDS
+        stale: list[bytes] = []
+        items = partition_items(self.tables.emitted, partition, purge.resume, None)
+        for seen, (key, value) in enumerate(items, start=1):
+            final_at = value.get("f")
+            if final_at is not None and final_at < cutoff:
+                stale.append(key)
+            if seen >= PURGE_CHUNK:
+                purge.resume = key + b"\x00"
+                break
+        else:
+            purge.resume, purge.last_pass_ended = b"", now
+        for key in stale:
+            del self.tables.emitted[key]
 
+    # -- rebalance ----------------------------------------------------------------------------
 
-# ------------------------------------------------------------------------------ reconciliation
+    def _register_rebalance_hooks(self) -> None:
+        async def recount(sender: Any, **kwargs: Any) -> None:
+            owned = set(self.owned_partitions())
+            self.open.forget(set(self.open.counts) - owned)
+            missing = owned - set(self.open.counts)
+            if missing:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.open.recount, sorted(missing))
+                log.info(
+                    "open payments counted", partitions=sorted(missing), **self.open.by_status()
+                )
 
+        async def revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            self.open.forget(partitions_of(revoked, self.settings.cdc_payments_topic))
 
-def owned_partitions(app: faust.App, topic: str) -> list[int]:
-    """Partitions of the change topic this worker actively owns (standbys excluded)."""
-    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
+        self.app.on_rebalance_complete.connect(recount)  # type: ignore[arg-type]
+        self.app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
 
+    # -- reconciliation -----------------------------------------------------------------------
 
-def _register_reconciler(
-    app: faust.App,
-    settings: Settings,
-    channels: Channels,
-    metrics: WorkerMetrics,
-    resources: Resources,
-    state: WorkerState,
-) -> None:
-    async def run_cycle() -> CycleReport:
-        async with state.cycle_lock:
-            partitions = owned_partitions(app, settings.cdc_payments_topic)
-            entries = [PendingEntry.from_dict(v) for v in channels.pending.values()]
-            rps = resources.share_of_rate(len(partitions), PARTITIONS)
-            loop = asyncio.get_running_loop()
-            # Blocking SQL and HTTP run in a thread: the agent keeps consuming meanwhile.
-            report = await loop.run_in_executor(
-                None, lambda: resources.core.reconciler.run(entries, partitions, rps=rps)
+    def _register_reconciler(self) -> None:
+        @self.app.timer(  # type: ignore[untyped-decorator]
+            interval=self.settings.reconcile_interval_seconds, name="reconcile"
+        )
+        async def reconcile_periodically() -> None:
+            if not self.app.rebalancing:
+                await self.run_cycle()
+
+    async def run_cycle(self) -> CycleReport | None:
+        """One cycle: the sweep when this worker leads it (owns partition 0), then the checks
+        of its own partitions. Never raises: a failure is counted and logged, and the next
+        interval tries again."""
+        async with self._cycle_lock:
+            started = time.time()
+            try:
+                report = await self._cycle()
+            except Exception:
+                self.metrics.cycle_failures.inc()
+                log.exception("reconciliation cycle failed; the next interval tries again")
+                return None
+            self.last_cycle = report
+            self.metrics.cycles.inc()
+            self.metrics.cycle_seconds.observe(time.time() - started)
+            self.metrics.stripe_calls.labels("checks").inc(
+                report.stripe_calls - (report.sweep.stripe_calls if report.sweep else 0)
             )
-            state.last_cycle = report
-            metrics.cycles.inc()
-            metrics.stripe_calls.inc(report.stripe_calls)
-            metrics.cycle_seconds.observe(report.duration_seconds)
+            if report.sweep is not None:
+                self.metrics.stripe_calls.labels("sweep").inc(report.sweep.stripe_calls)
+                self.metrics.foreign_intents.inc(report.sweep.foreign)
             for result in ("resolved", "created", "expired", "errors", "deferred"):
-                metrics.cycle_figures.labels(result).inc(getattr(report, result))
+                self.metrics.cycle_figures.labels(result).inc(getattr(report, result))
             return report
 
-    @app.timer(interval=settings.reconcile_interval_seconds, name="reconcile")  # type: ignore[untyped-decorator]
-    async def reconcile_periodically() -> None:
-        if not app.rebalancing:
-            await run_cycle()
+    async def _cycle(self) -> CycleReport:
+        loop = asyncio.get_running_loop()
+        core = await loop.run_in_executor(None, lambda: self.core)
+        reconciler = core.reconciler
+        partitions = self.owned_partitions()
+        total = self.settings.kafka_topic_partitions
+        sweep = None
+        if 0 in partitions:
+            sweep = await loop.run_in_executor(None, reconciler.sweep)
+        # This worker's share of the one Stripe budget, for its per-cycle allowance.
+        share = self.settings.stripe_max_rps * len(partitions) / max(1, total)
+        plan = reconciler.plan(self.open, partitions, budget=reconciler.individual_budget(share))
+        report = await loop.run_in_executor(None, reconciler.check, plan)
+        report.sweep = sweep
+        if sweep is not None:
+            report.stripe_calls += sweep.stripe_calls
+            report.resolved += sweep.applied
+        return report
 
-    app.payments_run_cycle = run_cycle  # type: ignore[attr-defined]
+    # -- web views ----------------------------------------------------------------------------
 
+    def authorized(self, request: Request) -> bool:
+        """HTTP Basic with an operator credential (OPERATOR_CREDENTIALS)."""
+        header = request.headers.get("Authorization", "")
+        if not header.lower().startswith("basic "):
+            return False
+        try:
+            user, _, password = b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        expected = self.settings.operator_logins.get(user)
+        return expected is not None and hmac.compare_digest(password, expected)
 
-# ------------------------------------------------------------------------------ web views
-
-
-def _register_views(
-    app: faust.App, channels: Channels, metrics: WorkerMetrics, state: WorkerState
-) -> None:
-    def pending_summary(limit: int, *, with_ids: bool = False) -> dict[str, Any]:
-        entries = [PendingEntry.from_dict(v) for v in channels.pending.values()]
-        metrics.pending.set(len(entries))
-        summary: dict[str, Any] = {
-            "worker": app.conf.id,
-            "partitions": owned_partitions(app, channels.changes.get_topic_name()),
-            "count": len(entries),
-            "oldest": [
+    def stats(self) -> dict[str, Any]:
+        by_status = self.open.by_status()
+        for status, count in by_status.items():
+            self.metrics.open.labels(status).set(count)
+        cycle = self.last_cycle
+        core = self._core
+        return {
+            "worker": self.app.conf.id,
+            "url": str(self.app.conf.canonical_url),
+            "partitions": {"active": self.owned_partitions(), "standby": self.standby_partitions()},
+            "open": {"count": sum(by_status.values()), "by_status": by_status},
+            "last_cycle": None if cycle is None else cycle.summary(),
+            "blocked": self.emitter.state(),
+            "waiting_retry": [
                 {
-                    "payment_id": str(e.payment_id),
-                    "created_at": e.created_at,
-                    "age_seconds": round(time.time() - e.created_at, 1),
-                    "provider_payment_id": e.provider_payment_id,
-                    "version": e.version,
+                    "payment_id": str(pid),
+                    "attempts": r.attempts,
+                    "next_at": r.next_at,
+                    "reason": r.reason,
                 }
-                for e in heapq.nsmallest(limit, entries, key=lambda e: e.created_at)
-            ],
+                for pid, r in list(core.reconciler.retries.items())[:20]
+            ]
+            if core is not None
+            else [],
         }
-        if with_ids:  # every id: for tests and operators, not for dashboards
-            summary["payment_ids"] = [str(e.payment_id) for e in entries]
-        return summary
 
-    @app.page("/pending/")
-    class PendingView(View):
-        async def get(self, request: Request) -> Response:
-            raw = request.query.get("limit", "10")
-            limit = min(int(raw), 1000) if raw.isdigit() else 10
-            with_ids = request.query.get("ids", "") in {"1", "true"}
-            return self.json(pending_summary(limit, with_ids=with_ids))
+    def _register_views(self) -> None:
+        worker = self
 
-    @app.page("/reconcile/")
-    class ReconcileView(View):
-        async def post(self, request: Request) -> Response:
-            report = await app.payments_run_cycle()  # type: ignore[attr-defined]
-            body = report.summary()
-            body["checked_ids"] = report.checked_ids
-            body["owned_ids"] = report.owned_ids
-            return self.json(body)
-
-    @app.page("/stats/")
-    class StatsView(View):
-        async def get(self, request: Request) -> Response:
-            cycle = state.last_cycle
-            return self.json(
-                {
-                    "worker": app.conf.id,
-                    "last_cycle": None if cycle is None else cycle.summary(),
-                    "pending": pending_summary(0)["count"],
-                }
+        def refused(view: View) -> Response:
+            return view.json(
+                {"title": "Unauthorized", "detail": "send an operator credential (HTTP Basic)"},
+                status=401,
+                headers={"WWW-Authenticate": 'Basic realm="payments-worker"'},
             )
 
-    @app.page("/metrics")
-    class MetricsView(View):
-        async def get(self, request: Request) -> Response:
-            pending_summary(0)
-            return self.bytes(
-                generate_latest(metrics.registry), content_type="text/plain; version=0.0.4"
-            )
+        @self.app.page("/healthz")
+        class HealthView(View):
+            async def get(self, request: Request) -> Response:
+                blocked = worker.emitter.state()
+                if blocked is None:
+                    return self.json({"status": "ok"})
+                return self.json({"status": "blocked", "since": blocked["since"]}, status=503)
+
+        @self.app.page("/pending/")
+        class PendingView(View):
+            async def get(self, request: Request) -> Response:
+                if not worker.authorized(request):
+                    return refused(self)
+                raw = request.query.get("limit", "10")
+                limit = min(int(raw), 1000) if raw.isdigit() else 10
+                now = time.time()
+                return self.json(
+                    {
+                        "worker": worker.app.conf.id,
+                        "partitions": worker.owned_partitions(),
+                        "count": worker.open.count(),
+                        "by_status": worker.open.by_status(),
+                        "oldest": [
+                            {
+                                "payment_id": str(e.payment_id),
+                                "status": e.status.value,
+                                "created_at": e.created_at,
+                                "age_seconds": round(now - e.created_at, 1),
+                                "provider_payment_id": e.provider_payment_id,
+                            }
+                            for e in worker.open.oldest(limit)
+                        ],
+                    }
+                )
+
+        @self.app.page("/reconcile/")
+        class ReconcileView(View):
+            async def post(self, request: Request) -> Response:
+                if not worker.authorized(request):
+                    return refused(self)
+                report = await worker.run_cycle()
+                if report is None:
+                    return self.json(
+                        {"error": "the cycle failed; see the worker's log"}, status=500
+                    )
+                return self.json(report.summary())
+
+        @self.app.page("/stats/")
+        class StatsView(View):
+            async def get(self, request: Request) -> Response:
+                if not worker.authorized(request):
+                    return refused(self)
+                return self.json(worker.stats())
+
+        @self.app.page("/metrics")
+        class MetricsView(View):
+            async def get(self, request: Request) -> Response:
+                if not worker.authorized(request):
+                    return refused(self)
+                worker.stats()
+                return self.bytes(
+                    generate_latest(worker.metrics.registry),
+                    content_type="text/plain; version=0.0.4",
+                )
+
+
+def create_app(settings: Settings, *, store: str = "rocksdb://") -> faust.App:
+    return PaymentsWorker(settings, store=store).app

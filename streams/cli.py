@@ -1,5 +1,6 @@
 """``payments-worker``: Faust's CLI (``payments-worker worker``) plus commands that ask the
-running workers (over their web port) for the pending table and reconciliation figures."""
+running workers (over their web port, with the operator credential) for their open payments
+and reconciliation figures."""
 
 from __future__ import annotations
 
@@ -13,17 +14,18 @@ from faust.cli import option
 from kafka.errors import KafkaError
 
 from payments.settings import Settings
-from streams.app import create_app
+from streams.app import PaymentsWorker
 from streams.topics import create_missing_topics
 
 TIMEOUT = 600.0  # a reconcile-now may take as long as a cycle
 
 
-def _ask(method: str, urls: tuple[str, ...], path: str) -> list[dict[str, Any]]:
+def _ask(settings: Settings, method: str, urls: tuple[str, ...], path: str) -> list[dict[str, Any]]:
+    auth = next(iter(settings.operator_logins.items()), None)
     answers = []
     for url in urls:
         try:
-            resp = requests.request(method, url.rstrip("/") + path, timeout=TIMEOUT)
+            resp = requests.request(method, url.rstrip("/") + path, timeout=TIMEOUT, auth=auth)
             resp.raise_for_status()
             answers.append({"url": url, **resp.json()})
         except requests.RequestException as exc:
@@ -32,39 +34,51 @@ def _ask(method: str, urls: tuple[str, ...], path: str) -> list[dict[str, Any]]:
 
 
 def add_commands(app: faust.App, settings: Settings) -> None:
-    default_url = (f"http://127.0.0.1:{settings.worker_web_port}",)
     url_option = option(
         "--url",
         "urls",
         multiple=True,
-        default=default_url,
+        default=tuple(settings.worker_urls),
         help="a running worker's web URL (repeat for several workers)",
     )
 
     @app.command(url_option, option("--limit", default=10, help="how many of the oldest"))
     async def pending(self: Any, urls: tuple[str, ...], limit: int) -> None:
-        """Pending payments each worker holds: count and the oldest."""
-        for answer in _ask("GET", urls, f"/pending/?limit={limit}"):
+        """Open payments each worker holds: counts and the oldest."""
+        for answer in _ask(settings, "GET", urls, f"/pending/?limit={limit}"):
             self.say(json.dumps(answer, indent=2))
 
     @app.command(url_option)
     async def reconcile_now(self: Any, urls: tuple[str, ...]) -> None:
         """Run a reconciliation cycle now on each worker and print its figures."""
-        for answer in _ask("POST", urls, "/reconcile/"):
-            answer.pop("checked_ids", None)
-            answer.pop("owned_ids", None)
+        for answer in _ask(settings, "POST", urls, "/reconcile/"):
             self.say(json.dumps(answer, indent=2))
 
     @app.command(url_option)
     async def stats(self: Any, urls: tuple[str, ...]) -> None:
-        """The last reconciliation cycle's figures of each worker."""
-        for answer in _ask("GET", urls, "/stats/"):
+        """Each worker's partitions, open payments, last cycle and whether it is blocked."""
+        for answer in _ask(settings, "GET", urls, "/stats/"):
             self.say(json.dumps(answer, indent=2))
+
+
+def web_port_argument(argv: list[str]) -> int | None:
+    """``--web-port N`` (or ``--web-port=N``, ``-p N``) of ``payments-worker worker``."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--web-port="):
+            return int(arg.split("=", 1)[1])
+        if arg in ("--web-port", "-p") and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return None
 
 
 def main() -> None:
     settings = Settings()
     if sys.argv[1:2] == ["worker"]:
+        port = web_port_argument(sys.argv[2:])
+        if port is not None:
+            # The port names this instance: its state directory is derived from it, so a
+            # second worker started with another port never shares the first one's RocksDB.
+            settings = settings.model_copy(update={"worker_web_port": port})
         try:
             created = create_missing_topics(settings)
         except KafkaError as exc:  # Faust waits for the broker and creates them itself
@@ -72,9 +86,9 @@ def main() -> None:
         else:
             if created:
                 print(f"payments-worker: created topics {', '.join(created)}", flush=True)
-    app = create_app(settings)
-    add_commands(app, settings)
-    app.main()
+    worker = PaymentsWorker(settings)
+    add_commands(worker.app, settings)
+    worker.app.main()
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ class WorkerMetrics:
             "payments_cdc_changes_total", "CDC records processed", ["op"], registry=r
         )
         self.dead_letters = Counter(
-            "payments_cdc_dead_letters_total", "CDC records sent to the DLQ", registry=r
+            "payments_cdc_dead_letters_total",
+            "CDC records that cannot be decoded (DLQ)",
+            registry=r,
         )
         self.emitted = Counter(
             "payments_status_updates_emitted_total",
-            "payment-status-update events sent",
+            "payment-status-update events acknowledged by the broker",
             ["status"],
             registry=r,
         )
@@ -30,14 +32,32 @@ class WorkerMetrics:
             "status changes seen again (replays) and not re-emitted",
             registry=r,
         )
+        self.emit_retries = Counter(
+            "payments_status_emit_retries_total",
+            "status event sends that failed and were retried (the partition waited)",
+            registry=r,
+        )
+        self.blocked = Gauge(
+            "payments_status_emit_blocked_partitions",
+            "partitions waiting for a status event to be acknowledged",
+            registry=r,
+        )
+        self.blocked_since = Gauge(
+            "payments_status_emit_blocked_since_seconds",
+            "epoch seconds since when the oldest blocked partition waits (0: none)",
+            registry=r,
+        )
         self.cdc_delay = Histogram(
             "payments_cdc_delay_seconds",
             "commit on the primary -> processed by the worker",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
             registry=r,
         )
-        self.pending = Gauge(
-            "payments_pending_owned", "pending payments in active partitions", registry=r
+        self.open = Gauge(
+            "payments_open",
+            "open (not final) payments in this worker's active partitions",
+            ["status"],
+            registry=r,
         )
         self.cycles = Counter(
             "payments_reconcile_cycles_total", "reconciliation cycles", registry=r
@@ -45,9 +65,20 @@ class WorkerMetrics:
         self.cycle_figures = Counter(
             "payments_reconcile_results_total", "reconciliation results", ["result"], registry=r
         )
+        self.cycle_failures = Counter(
+            "payments_reconcile_cycle_failures_total",
+            "reconciliation cycles that raised (logged; the worker stays up)",
+            registry=r,
+        )
         self.stripe_calls = Counter(
             "payments_reconcile_stripe_calls_total",
             "Stripe calls made by reconciliation",
+            ["part"],
+            registry=r,
+        )
+        self.foreign_intents = Counter(
+            "payments_foreign_intents_refused_total",
+            "Stripe events about an intent that is not the payment's own, refused",
             registry=r,
         )
         self.cycle_seconds = Histogram(

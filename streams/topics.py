@@ -11,10 +11,6 @@ from faust.types import TableT
 from cdc.register import ensure_topics
 from payments.settings import Settings
 
-# The change topic's partition count (Debezium's topic.creation.default.partitions): it bounds
-# how many workers share the work, and tables must be co-partitioned with it.
-PARTITIONS = 6
-
 # RocksDB tuned small: the default block cache alone is 2 GiB per partition database.
 ROCKSDB_OPTIONS = {
     "block_cache_size": 8 * 1024**2,
@@ -25,9 +21,12 @@ ROCKSDB_OPTIONS = {
     "max_open_files": 256,
 }
 
+OPEN_TABLE = "open-payments"
+EMITTED_TABLE = "last-emitted"
 
-PENDING_TABLE = "pending-payments"
-EMITTED_TABLE = "emitted-versions"
+
+def topic_configs(settings: Settings, **extra: str) -> dict[str, str]:
+    return {"min.insync.replicas": str(settings.kafka_min_insync_replicas), **extra}
 
 
 def create_missing_topics(settings: Settings) -> list[str]:
@@ -35,49 +34,60 @@ def create_missing_topics(settings: Settings) -> list[str]:
     them too, but a topic made moments before the group's first assignment is missing from the
     consumer's metadata and left unassigned until the next refresh, minutes later."""
     servers = settings.kafka_bootstrap_servers
+    partitions, rf = settings.kafka_topic_partitions, settings.kafka_replication_factor
     plain = [settings.cdc_payments_topic, settings.status_topic, settings.dlq_topic]
-    changelogs = [f"{settings.worker_app_id}-{t}-changelog" for t in (PENDING_TABLE, EMITTED_TABLE)]
-    return ensure_topics(servers, plain, PARTITIONS, 1) + ensure_topics(
-        servers, changelogs, PARTITIONS, 1, {"cleanup.policy": "compact"}
+    changelogs = [f"{settings.worker_app_id}-{t}-changelog" for t in (OPEN_TABLE, EMITTED_TABLE)]
+    return ensure_topics(servers, plain, partitions, rf, topic_configs(settings)) + ensure_topics(
+        servers,
+        changelogs,
+        partitions,
+        rf,
+        topic_configs(settings, **{"cleanup.policy": "compact"}),
     )
 
 
 @dataclass(frozen=True)
-class Channels:
+class Topics:
     changes: faust.TopicT
     status_updates: faust.TopicT
     dead_letters: faust.TopicT
-    pending: TableT[str, dict[str, Any]]
-    emitted: TableT[str, int]
 
 
-def declare(app: faust.App, settings: Settings) -> Channels:
-    def raw_topic(name: str, value_serializer: str = "raw") -> faust.TopicT:
+@dataclass(frozen=True)
+class Tables:
+    # age key (streams.handlers.entry_key) -> OpenEntry JSON, for payments that are not final.
+    open: TableT[bytes, dict[str, Any]]
+    # payment id -> Emitted JSON: the last status event sent (replay dedupe).
+    emitted: TableT[bytes, dict[str, Any]]
+
+
+def declare(app: faust.App, settings: Settings) -> tuple[Topics, Tables]:
+    partitions = settings.kafka_topic_partitions
+
+    def raw_topic(name: str) -> faust.TopicT:
         # internal=True: the worker creates the topic (same partitioning) if it does not exist
         # yet, e.g. before Debezium wrote its first change.
         return app.topic(
             name,
-            partitions=PARTITIONS,
+            partitions=partitions,
             internal=True,
             key_type=bytes,
+            value_type=bytes,
             key_serializer="raw",
-            value_serializer=value_serializer,
+            value_serializer="raw",
         )
 
-    return Channels(
+    def table(name: str) -> TableT[bytes, dict[str, Any]]:
+        return app.Table(
+            name,
+            partitions=partitions,
+            schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+            options=ROCKSDB_OPTIONS,
+        )
+
+    topics = Topics(
         changes=raw_topic(settings.cdc_payments_topic),
-        status_updates=raw_topic(settings.status_topic, value_serializer="json"),
+        status_updates=raw_topic(settings.status_topic),
         dead_letters=raw_topic(settings.dlq_topic),
-        # payment id -> PendingEntry.to_dict(), for payments whose latest row is pending.
-        pending=app.Table(
-            PENDING_TABLE,
-            partitions=PARTITIONS,
-            options=ROCKSDB_OPTIONS,
-        ),
-        # payment id -> the newest version whose status change was emitted (replay dedupe).
-        emitted=app.Table(
-            EMITTED_TABLE,
-            partitions=PARTITIONS,
-            options=ROCKSDB_OPTIONS,
-        ),
     )
+    return topics, Tables(open=table(OPEN_TABLE), emitted=table(EMITTED_TABLE))

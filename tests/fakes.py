@@ -6,28 +6,34 @@ claim, webhook inbox dedupe) so tests written against them say something about p
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from payments.adapters.stripe_gateway import creation_key
 from payments.bootstrap import Core, bootstrap
 from payments.domain.errors import Conflict, NotFound, ProviderDeclined, RetryableError
-from payments.domain.payment import Payment
-from payments.domain.status import Source, Status, can_transition
+from payments.domain.intents import STATUS_EVENT_TYPES
+from payments.domain.payment import IntentMatch, Payment
+from payments.domain.status import Status, can_transition
 from payments.ports import (
     AuditEvent,
+    EventPage,
     InboxEvent,
     InsertResult,
     Intent,
     NewPayment,
     PageCursor,
     ProviderEvent,
+    StatusChange,
     TransitionOutcome,
     TransitionResult,
     WebhookResult,
@@ -90,6 +96,7 @@ class FakePaymentRepository:
                     received_at=row["received_at"],
                     processed_at=row["received_at"],
                     outcome=row.get("outcome"),
+                    reason=row.get("reason"),
                 )
                 for event_id, row in self.inbox.items()
                 if row.get("payment_id") == payment_id
@@ -115,20 +122,6 @@ class FakePaymentRepository:
             for p in self.payments.values():
                 counts[p.status] += 1
         return counts
-
-    def pending_without_intent(
-        self, *, older_than_seconds: float = 60.0, limit: int = 100
-    ) -> list[Payment]:
-        cutoff = _now() - timedelta(seconds=older_than_seconds)
-        with self._lock:
-            rows = [
-                p
-                for p in self.payments.values()
-                if p.status is Status.PENDING
-                and p.provider_payment_id is None
-                and p.created_at < cutoff
-            ]
-        return sorted(rows, key=lambda p: (p.created_at, p.id))[:limit]
 
     def ping(self, *, replica: bool = False) -> None:
         return None
@@ -183,132 +176,147 @@ class FakePaymentRepository:
                 self.claims[payment_id] = None
                 self._bump(payment)
 
-    def transition(
-        self,
-        payment_id: UUID,
-        to: Status,
-        *,
-        source: Source,
-        provider_status: str | None = None,
-        provider_event_id: str | None = None,
-        failure_code: str | None = None,
-        failure_message: str | None = None,
-    ) -> TransitionResult:
+    def open_payments(self, payment_ids: Iterable[UUID]) -> dict[UUID, Payment]:
+        with self._lock:
+            found = (self.payments.get(pid) for pid in payment_ids)
+            return {p.id: p for p in found if p is not None and p.is_open}
+
+    def open_payments_by_intent(self, intent_ids: Iterable[str]) -> dict[str, Payment]:
+        wanted = set(intent_ids)
+        with self._lock:
+            return {
+                p.provider_payment_id: p
+                for p in self.payments.values()
+                if p.provider_payment_id in wanted and p.is_open
+            }
+
+    def _owned(self, payment: Payment, intent: Intent | None) -> TransitionResult | None:
+        """None when ``intent`` may move ``payment``; else the refusal."""
+        if intent is None:
+            return None
+        match, reason = payment.match_intent(intent.facts)
+        if match is IntentMatch.FOREIGN:
+            return TransitionResult(
+                TransitionOutcome.FOREIGN_INTENT, payment, payment.status, reason
+            )
+        return None
+
+    def transition(self, payment_id: UUID, change: StatusChange) -> TransitionResult:
         with self._lock:
             payment = self.payments.get(payment_id)
             if payment is None:
                 return TransitionResult(TransitionOutcome.NOT_FOUND, None, None)
-            if payment.status is to:
-                if provider_status is not None and provider_status != payment.provider_status:
-                    payment = self._bump(payment, provider_status=provider_status)
+            refused = self._owned(payment, change.intent)
+            if refused is not None:
+                return refused
+            intent = change.intent
+            if payment.status is change.to:
+                if intent is not None:
+                    payment = self.record_provider_status(payment_id, intent).payment or payment
                 return TransitionResult(TransitionOutcome.NOOP, payment, payment.status)
-            if not can_transition(payment.status, to):
-                return TransitionResult(TransitionOutcome.REFUSED, payment, payment.status)
+            if not can_transition(payment.status, change.to):
+                return TransitionResult(TransitionOutcome.REFUSED, payment, payment.status, "final")
             previous = payment.status
-            changes: dict[str, Any] = {"status": to}
-            if provider_status is not None:
-                changes["provider_status"] = provider_status
-            if to is Status.FAILED:
-                changes["failure_code"] = failure_code or payment.failure_code
-                changes["failure_message"] = failure_message or payment.failure_message
+            changes: dict[str, Any] = {"status": change.to}
+            if intent is not None:
+                changes["provider_status"] = intent.status
+                changes["provider_payment_id"] = payment.provider_payment_id or intent.id
+            if change.to is Status.FAILED:
+                changes["failure_code"] = change.failure_code or payment.failure_code
+                changes["failure_message"] = change.failure_message or payment.failure_message
             updated = self._bump(payment, **changes)
             self.audit.append(
                 AuditEvent(
                     id=next(self._ids),
                     payment_id=payment_id,
                     from_status=previous,
-                    to_status=to,
-                    source=source,
-                    provider_event_id=provider_event_id,
+                    to_status=change.to,
+                    source=change.source,
+                    provider_event_id=change.provider_event_id,
                     version=updated.version,
                     created_at=updated.updated_at,
                 )
             )
             return TransitionResult(TransitionOutcome.APPLIED, updated, previous)
 
-    def set_provider_status(self, payment_id: UUID, provider_status: str) -> Payment | None:
+    def record_provider_status(self, payment_id: UUID, intent: Intent) -> TransitionResult:
         with self._lock:
             payment = self.payments.get(payment_id)
-            if payment is None or payment.provider_status == provider_status:
-                return payment
-            return self._bump(payment, provider_status=provider_status)
+            if payment is None:
+                return TransitionResult(TransitionOutcome.NOT_FOUND, None, None)
+            refused = self._owned(payment, intent)
+            if refused is not None:
+                return refused
+            changed = (
+                payment.provider_status != intent.status or payment.provider_payment_id is None
+            )
+            if payment.is_open and changed:
+                payment = self._bump(
+                    payment,
+                    provider_status=intent.status,
+                    provider_payment_id=payment.provider_payment_id or intent.id,
+                )
+            return TransitionResult(TransitionOutcome.NOOP, payment, payment.status)
 
-    def attach_intent(
-        self,
-        payment_id: UUID,
-        *,
-        provider_payment_id: str,
-        provider_status: str,
-        client_secret: str | None,
-    ) -> Payment:
+    def attach_intent(self, payment_id: UUID, intent: Intent) -> Payment:
         with self._lock:
             payment = self.payments.get(payment_id)
             if payment is None:
                 raise NotFound(
-                    f"payment {payment_id} does not exist; cannot attach intent "
-                    f"{provider_payment_id}"
+                    f"payment {payment_id} does not exist; cannot attach intent {intent.id}"
                 )
-            if payment.provider_payment_id not in (None, provider_payment_id):
-                raise Conflict(
-                    f"payment {payment_id} already has intent {payment.provider_payment_id}; "
-                    f"refusing to attach {provider_payment_id}"
-                )
+            refused = self._owned(payment, intent)
+            if refused is not None:
+                raise Conflict(f"refusing to attach intent {intent.id}: {refused.reason}")
             return self._bump(
                 payment,
-                provider_payment_id=provider_payment_id,
-                provider_status=provider_status,
-                client_secret=client_secret or payment.client_secret,
+                provider_payment_id=intent.id,
+                provider_status=intent.status,
+                client_secret=intent.client_secret or payment.client_secret,
             )
 
     def apply_webhook(
         self,
-        *,
-        event_id: str,
-        event_type: str,
+        event: ProviderEvent,
         payload: Mapping[str, Any],
-        payment_id: UUID | None,
-        provider_payment_id: str | None,
-        to: Status | None,
-        provider_status: str | None,
-        failure_code: str | None = None,
-        failure_message: str | None = None,
+        change: StatusChange | None,
+        *,
+        handled: bool = True,
     ) -> WebhookResult:
         with self._lock:
-            if event_id in self.inbox:
+            if event.id in self.inbox:
                 return WebhookResult(duplicate=True, outcome="duplicate")
-            self.inbox[event_id] = {
-                "type": event_type,
+            row: dict[str, Any] = {
+                "type": event.type,
                 "payload": dict(payload),
                 "received_at": self._stamp(),
             }
-            found = self.payments.get(payment_id) if payment_id else None
-            if found is None and provider_payment_id:
-                found = self.get_by_provider_id(provider_payment_id)
-            if found is not None:
-                self.inbox[event_id]["payment_id"] = found.id
-            if found is None:
-                outcome = "unknown_payment" if (payment_id or provider_payment_id) else "ignored"
-                if to is None and provider_status is None:
-                    outcome = "ignored"
-                self.inbox[event_id]["outcome"] = outcome
-                return WebhookResult(duplicate=False, outcome=outcome)
-            if to is not None:
-                result = self.transition(
-                    found.id,
-                    to,
-                    source=Source.WEBHOOK,
-                    provider_status=provider_status,
-                    provider_event_id=event_id,
-                    failure_code=failure_code,
-                    failure_message=failure_message,
-                )
-                self.inbox[event_id]["outcome"] = result.outcome.value
-                return WebhookResult(False, result.outcome.value, result.payment, result)
-            if provider_status is not None and not found.status.is_final:
-                updated = self.set_provider_status(found.id, provider_status)
-                outcome = "provider_status" if updated is not found else "noop"
-                return WebhookResult(False, outcome, updated)
-            return WebhookResult(False, "ignored", found)
+            self.inbox[event.id] = row
+            intent = event.intent
+            found = None
+            if intent is not None and handled:
+                found = self.get_by_provider_id(intent.id)
+                if found is None and intent.payment_id:
+                    try:
+                        found = self.payments.get(UUID(intent.payment_id))
+                    except ValueError:
+                        found = None
+            if found is None or intent is None:
+                row["outcome"] = "unknown_payment" if intent is not None and handled else "ignored"
+                return WebhookResult(duplicate=False, outcome=row["outcome"])
+            row["payment_id"] = found.id
+            if change is not None:
+                result = self.transition(found.id, change)
+                outcome = result.outcome.value
+            else:
+                result = self.record_provider_status(found.id, intent)
+                noop = result.outcome is TransitionOutcome.NOOP
+                outcome = "provider_status" if noop else result.outcome.value
+            row["outcome"] = outcome
+            row["reason"] = result.reason or None
+            return WebhookResult(
+                False, outcome, result.payment or found, result, result.reason or None
+            )
 
     def get_cursor(self, name: str) -> str | None:
         with self._lock:
@@ -320,7 +328,7 @@ class FakePaymentRepository:
 
 
 @dataclass
-class _FakeIntent:
+class FakeIntent:
     id: str
     status: str
     amount: int
@@ -330,6 +338,7 @@ class _FakeIntent:
     created: int
     failure_code: str | None = None
     failure_message: str | None = None
+    cancellation_reason: str | None = None
 
     def freeze(self) -> Intent:
         return Intent(
@@ -342,6 +351,7 @@ class _FakeIntent:
             failure_code=self.failure_code,
             failure_message=self.failure_message,
             created=self.created,
+            cancellation_reason=self.cancellation_reason,
         )
 
 
@@ -350,14 +360,17 @@ class FakeStripeGateway:
 
     Set ``fail_with`` to an exception to make every call raise it (e.g. ``RetryableError``),
     or ``fail_next`` to fail only the next N calls. Idempotency keys are honoured like
-    Stripe's: the same key returns the same intent.
+    Stripe's: the same key returns the same intent. Events are listed by id order, a page of
+    ``page_size`` at a time, like the real gateway's pages (oldest first).
     """
+
+    page_size = 100
 
     def __init__(self, *, honour_idempotency: bool = True) -> None:
         # localstripe ignores Idempotency-Key; False makes the fake do the same.
         self.honour_idempotency = honour_idempotency
         self._lock = threading.Lock()
-        self.intents: dict[str, _FakeIntent] = {}
+        self.intents: dict[str, FakeIntent] = {}
         self.by_key: dict[str, str] = {}
         self.events: list[ProviderEvent] = []
         self.calls = 0
@@ -376,7 +389,7 @@ class FakeStripeGateway:
         if self.latency_seconds:
             time.sleep(self.latency_seconds)
 
-    def _emit(self, kind: str, intent: _FakeIntent) -> None:
+    def _emit(self, kind: str, intent: FakeIntent) -> None:
         self.events.append(
             ProviderEvent(
                 id=f"evt_{secrets.token_hex(8)}",
@@ -389,11 +402,12 @@ class FakeStripeGateway:
     def create_intent(self, payment: Payment) -> Intent:
         self._call()
         with self._lock:
-            existing = self.by_key.get(payment.idempotency_key)
+            key = creation_key(payment)
+            existing = self.by_key.get(key)
             if existing is not None and self.honour_idempotency:
                 return self.intents[existing].freeze()
             ident = f"pi_{secrets.token_hex(8)}"
-            intent = _FakeIntent(
+            intent = FakeIntent(
                 id=ident,
                 status="requires_payment_method",
                 amount=payment.amount_minor,
@@ -403,10 +417,10 @@ class FakeStripeGateway:
                 created=int(time.time()),
             )
             self.intents[ident] = intent
-            self.by_key[payment.idempotency_key] = ident
+            self.by_key[key] = ident
             return intent.freeze()
 
-    def _get(self, intent_id: str) -> _FakeIntent:
+    def _get(self, intent_id: str) -> FakeIntent:
         intent = self.intents.get(intent_id)
         if intent is None:
             raise ProviderDeclined(
@@ -419,17 +433,18 @@ class FakeStripeGateway:
         with self._lock:
             return self._get(intent_id).freeze()
 
-    def cancel_intent(self, intent_id: str) -> Intent:
+    def cancel_intent(self, intent_id: str, *, reason: str) -> Intent:
         self._call()
         with self._lock:
             intent = self._get(intent_id)
-            if intent.status in ("succeeded", "canceled"):
+            if intent.status in ("succeeded", "canceled", "processing"):
                 raise ProviderDeclined(
                     f"You cannot cancel this PaymentIntent because it has a status of "
                     f"{intent.status}.",
                     code="payment_intent_unexpected_state",
                 )
             intent.status = "canceled"
+            intent.cancellation_reason = reason
             self._emit("payment_intent.canceled", intent)
             return intent.freeze()
 
@@ -465,11 +480,31 @@ class FakeStripeGateway:
                 self._emit("payment_intent.succeeded", intent)
             return intent.freeze()
 
-    def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]:
+    def event_pages(self, cursor: str | None, *, since: int) -> Iterator[EventPage]:
+        """Status events after the cursor (the index of the last one handed out), else those
+        created after ``since``; oldest first, ``page_size`` a page, one call a page."""
+        start = int(json.loads(cursor)["next"]) if cursor else None
+        while True:
+            self._call()
+            with self._lock:
+                if start is None:
+                    start = next(
+                        (i for i, e in enumerate(self.events) if e.created > since),
+                        len(self.events),
+                    )
+                window = self.events[start : start + self.page_size]
+            found = [e for e in window if e.type in STATUS_EVENT_TYPES]
+            start += len(window)
+            if window:
+                yield EventPage(found, json.dumps({"next": start}))
+            if len(window) < self.page_size:
+                return
+
+    def recent_events(self, *, since: int) -> Iterator[ProviderEvent]:
         self._call()
         with self._lock:
-            found = [e for e in self.events if e.type == event_type and e.created > created_gt]
-        yield from reversed(found)
+            found = [e for e in self.events if e.created > since]
+        yield from (e for e in found if e.type in STATUS_EVENT_TYPES)
 
     # test helpers: what a customer does on Stripe's side
     def succeed(self, intent_id: str) -> ProviderEvent:
@@ -510,3 +545,39 @@ def fake_core(
         repository=repository or FakePaymentRepository(),
         gateway=gateway or FakeStripeGateway(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEntryFake:
+    payment_id: UUID
+    status: Status
+    created_at: float
+    provider_payment_id: str | None
+
+
+class MemoryOpenPayments:
+    """The worker's open-payments table (``OpenPayments``) in a sorted list."""
+
+    def __init__(self, entries: Iterable[OpenEntryFake] = ()) -> None:
+        self.entries = sorted(entries, key=lambda e: (e.created_at, str(e.payment_id)))
+        self._ages = [e.created_at for e in self.entries]
+
+    @classmethod
+    def of(cls, payments: Iterable[Payment]) -> MemoryOpenPayments:
+        return cls(
+            OpenEntryFake(p.id, p.status, p.created_at.timestamp(), p.provider_payment_id)
+            for p in payments
+            if p.is_open
+        )
+
+    def count(self) -> int:
+        return len(self.entries)
+
+    def created_between(self, start: float, end: float) -> Iterator[OpenEntryFake]:
+        low, high = bisect.bisect_left(self._ages, start), bisect.bisect_left(self._ages, end)
+        yield from self.entries[low:high]
+
+    def without_intent(self, created_before: float) -> Iterator[OpenEntryFake]:
+        for entry in self.created_between(0.0, created_before):
+            if entry.provider_payment_id is None:
+                yield entry

@@ -75,13 +75,15 @@ def intent_event(
     status: str,
     created: int | None = None,
     error: dict[str, str] | None = None,
+    amount: int = 1000,
+    currency: str = "usd",
 ) -> bytes:
     obj: dict[str, Any] = {
         "id": intent_id,
         "object": "payment_intent",
         "status": status,
-        "amount": 1000,
-        "currency": "usd",
+        "amount": amount,
+        "currency": currency,
         "metadata": {"payment_id": payment_id},
         "last_payment_error": error,
     }

@@ -1,7 +1,7 @@
-"""A thread-safe token bucket, usable from threads (``acquire``) and asyncio (``try_acquire``).
+"""An in-process token bucket: the rate budget of one process (the benchmarks, the tests).
 
-Stripe's rate limit is per account, so every caller in a process shares one bucket; the
-worker splits ``STRIPE_MAX_RPS`` by its worker count before building one.
+A deployment shares one budget across processes (``postgres.rate_budget``); this bucket is the
+same contract for one process: ``acquire(timeout=...)`` blocks until a token is taken.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class RateLimiter:
             missing = tokens - self._tokens
             return 0.0 if missing <= 0 else missing / self.rate
 
-    def acquire(self, tokens: float = 1.0, *, timeout: float | None = None) -> bool:
+    def acquire(self, *, timeout: float | None = None, tokens: float = 1.0) -> bool:
         """Block until ``tokens`` are taken; False when ``timeout`` seconds would pass first."""
         deadline = None if timeout is None else self._clock() + timeout
         while True:
@@ -78,6 +78,3 @@ class RateLimiter:
             pause = max(delay, 0.001)
             self.waited_seconds += pause
             self._sleep(pause)
-
-
-TokenBucket = RateLimiter

@@ -1,41 +1,57 @@
-"""Stripe behind one small class: PaymentIntents and events, with timeouts, retries, a rate limit.
+"""Stripe behind one small class: PaymentIntents and events, with timeouts, retries, a rate budget.
+
+Every HTTP attempt takes a token from the deployment's rate budget, has a timeout, and is retried
+by error kind: connection errors, 409 (a concurrent request with the same idempotency key), 429
+and 5xx with exponential backoff and jitter, honouring ``Stripe-Should-Retry`` and
+``Retry-After``; a decline or an invalid request never. Every write carries an idempotency key
+derived from our own ids (``pi-create-<payment id>``), never a client's key: Stripe's keys are
+account-wide.
 
 Stripe errors are translated here, once, into ``payments.domain.errors``:
 rate limit, connection, 5xx, auth -> ``RetryableError`` (the payment stays as it is; retry later);
-card or invalid request -> ``ProviderDeclined`` (the caller must change something).
+card or invalid request -> ``ProviderDeclined`` (the caller must change something);
+an idempotency key reused with other parameters -> ``IdempotencyKeyConflict``.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import stripe
 
-from payments.adapters.rate_limit import RateLimiter
 from payments.domain.errors import (
-    Conflict,
+    IdempotencyKeyConflict,
     InvalidRequest,
     PaymentsError,
     ProviderDeclined,
     RetryableError,
 )
+from payments.domain.intents import STATUS_EVENT_TYPES
 from payments.domain.payment import Payment
 from payments.logs import get_logger
-from payments.ports import Intent, ProviderEvent
+from payments.ports import EventPage, Intent, ProviderEvent
 from payments.settings import Settings
 
 log = get_logger(__name__)
 
-# Webhook event types this system acts on.
-INTENT_EVENT_TYPES: tuple[str, ...] = (
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-    "payment_intent.processing",
-    "payment_intent.requires_action",
-)
+# Stripe's event list is eventually consistent: an event may become visible a little after a
+# newer one. Each sweep re-reads this much before its cursor (applying an event twice is a no-op).
+CURSOR_OVERLAP_SECONDS = 120
+PAGE_SIZE = 100
+RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 8.0
+RETRYABLE_STATUSES = frozenset({409, 429}) | frozenset(range(500, 600))
+
+
+class RateBudget(Protocol):
+    """A token per HTTP attempt (``PostgresRateBudget`` shared, ``RateLimiter`` in-process)."""
+
+    def acquire(self, *, timeout: float) -> bool: ...
 
 
 def translate_error(exc: stripe.StripeError, action: str) -> PaymentsError:
@@ -47,7 +63,7 @@ def translate_error(exc: stripe.StripeError, action: str) -> PaymentsError:
             f"{action}: card declined: {detail}", code=exc.code, field=exc.param
         )
     if isinstance(exc, stripe.IdempotencyError):
-        return Conflict(f"{action}: Stripe refused the idempotency key: {detail}")
+        return IdempotencyKeyConflict(f"{action}: Stripe refused the idempotency key: {detail}")
     if isinstance(exc, (stripe.RateLimitError, stripe.APIConnectionError)):
         return RetryableError(f"{action}: Stripe unreachable or rate-limited: {detail}")
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
@@ -63,17 +79,73 @@ def translate_error(exc: stripe.StripeError, action: str) -> PaymentsError:
     return RetryableError(f"{action}: Stripe failed ({status}): {detail}")
 
 
-class _CountingClient(stripe.RequestsClient):
-    """The requests-based HTTP client, rate limited and counted per HTTP attempt (retries too)."""
+def retry_delay(attempt: int, headers: Mapping[str, str] | None) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...): ``Retry-After`` when Stripe sends one,
+    else exponential backoff with full jitter, capped."""
+    if headers is not None:
+        raw = headers.get("retry-after") or headers.get("Retry-After")
+        if raw:
+            try:
+                return min(max(0.0, float(raw)), RETRY_MAX_SECONDS)
+            except ValueError:
+                pass
+    ceiling = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def should_retry(status: int, headers: Mapping[str, str] | None) -> bool:
+    """Retry by kind: Stripe's own advice first, then 409/429/5xx. Never a decline (402) or an
+    invalid request (400/404)."""
+    advice = (headers or {}).get("stripe-should-retry") or (headers or {}).get(
+        "Stripe-Should-Retry"
+    )
+    if advice == "false":
+        return False
+    if advice == "true":
+        return True
+    return status in RETRYABLE_STATUSES
+
+
+class _BudgetedClient(stripe.RequestsClient):
+    """The requests-based HTTP client with our retry rule, a rate-budget token per attempt, and
+    a count of attempts. stripe-python's own retries are off (``max_network_retries=0``)."""
 
     def __init__(
-        self, *, timeout: float, limiter: RateLimiter | None, acquire_timeout: float
+        self,
+        *,
+        timeout: float,
+        budget: RateBudget,
+        retries: int,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(timeout=timeout)
-        self._limiter = limiter
-        self._acquire_timeout = acquire_timeout
+        self._budget = budget
+        self._budget_timeout = timeout
+        self._retries = retries
+        self._sleep = sleep
         self._count_lock = threading.Lock()
         self.calls = 0
+
+    def _attempt(
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        try:
+            granted = self._budget.acquire(timeout=self._budget_timeout)
+        except Exception as exc:  # the shared budget's database is unreachable
+            raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]
+                f"Stripe rate budget unavailable: {exc}"
+            ) from exc
+        if not granted:
+            raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]
+                f"Stripe rate budget: no token within {self._budget_timeout}s for "
+                f"{method.upper()} {url}"
+            )
+        with self._count_lock:
+            self.calls += 1
+        result: tuple[bytes, int, Mapping[str, str]] = super().request(
+            method, url, headers, post_data
+        )
+        return result
 
     def request(  # type: ignore[override]
         self,
@@ -83,18 +155,21 @@ class _CountingClient(stripe.RequestsClient):
         post_data: Any = None,
         **kwargs: Any,
     ) -> tuple[bytes, int, Mapping[str, str]]:
-        if self._limiter is not None and not self._limiter.acquire(timeout=self._acquire_timeout):
-            # An APIConnectionError is what stripe-python retries and we map to retryable.
-            raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]
-                f"local Stripe rate limit: no token within {self._acquire_timeout}s for "
-                f"{method.upper()} {url}"
-            )
-        with self._count_lock:
-            self.calls += 1
-        result: tuple[bytes, int, Mapping[str, str]] = super().request(
-            method, url, headers, post_data, **kwargs
-        )
-        return result
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                body, status, rheaders = self._attempt(method, url, headers, post_data)
+            except stripe.APIConnectionError:
+                if attempt > self._retries:
+                    raise
+                self._sleep(retry_delay(attempt, None))
+                continue
+            if status < 400 or attempt > self._retries or not should_retry(status, rheaders):
+                return body, status, rheaders
+            delay = retry_delay(attempt, rheaders)
+            log.info("stripe call retried", method=method.upper(), status=status, delay=delay)
+            self._sleep(delay)
 
 
 class StripeGateway:
@@ -103,38 +178,34 @@ class StripeGateway:
     def __init__(
         self,
         settings: Settings,
-        limiter: RateLimiter | None = None,
+        budget: RateBudget,
         *,
         observer: Callable[[str, str], None] | None = None,
         timeout_seconds: float | None = None,
         max_retries: int | None = None,
     ) -> None:
         """``timeout_seconds``/``max_retries`` override the settings for callers with a tighter
-        budget (an HTTP request must finish before gunicorn's worker timeout)."""
-        self.settings = settings
+        deadline (an HTTP request must finish before gunicorn's worker timeout)."""
         timeout = settings.stripe_timeout_seconds if timeout_seconds is None else timeout_seconds
         retries = settings.stripe_max_retries if max_retries is None else max_retries
         # observer(operation, outcome) after each call: outcome is "ok" or the error kind.
         self.observer = observer
-        self.limiter = limiter or RateLimiter(settings.stripe_max_rps)
-        self._http = _CountingClient(
-            timeout=timeout,
-            limiter=self.limiter,
-            acquire_timeout=timeout,
-        )
+        self._http = _BudgetedClient(timeout=timeout, budget=budget, retries=retries)
         options: dict[str, Any] = {}
         if settings.stripe_api_base:
             options["base_addresses"] = {"api": settings.stripe_api_base.rstrip("/")}
         self.client = stripe.StripeClient(
-            settings.stripe_secret_key,
-            max_network_retries=retries,
-            http_client=self._http,
-            **options,
+            settings.stripe_secret_key, max_network_retries=0, http_client=self._http, **options
         )
+        # Whether Stripe takes `types[]` and `ending_before` on events.list (real Stripe does,
+        # the local stand-in does not: it lists each type on its own, oldest first).
+        self._typed_events: bool | None = None
+        # Whether Stripe takes a cancellation_reason (the stand-in does not).
+        self._cancel_reasons: bool | None = None
 
     @property
     def calls(self) -> int:
-        """HTTP calls made so far (retries included)."""
+        """HTTP attempts made so far (retries included)."""
         return self._http.calls
 
     def _fail(self, operation: str, exc: stripe.StripeError, action: str) -> PaymentsError:
@@ -149,8 +220,10 @@ class StripeGateway:
         if self.observer is not None:
             self.observer(operation, outcome)
 
+    # -- PaymentIntents ---------------------------------------------------------------------
+
     def create_intent(self, payment: Payment) -> Intent:
-        """Create the payment's intent; Stripe's idempotency key is the payment's own key."""
+        """Create the payment's intent, idempotent on our payment id (``pi-create-<id>``)."""
         metadata = {**payment.metadata, "payment_id": str(payment.id)}
         params: dict[str, Any] = {
             "amount": payment.money.amount_minor,
@@ -162,7 +235,7 @@ class StripeGateway:
         try:
             obj = self.client.v1.payment_intents.create(
                 params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": payment.idempotency_key},
+                options={"idempotency_key": creation_key(payment)},
             )
         except stripe.StripeError as exc:
             raise self._fail("create_intent", exc, action) from exc
@@ -186,9 +259,21 @@ class StripeGateway:
         self._observe("retrieve_intent", "ok")
         return Intent.from_dict(obj.to_dict())
 
-    def cancel_intent(self, intent_id: str) -> Intent:
+    def cancel_intent(self, intent_id: str, *, reason: str) -> Intent:
+        """Cancel with Stripe's ``cancellation_reason`` (``abandoned`` for our expiry). The
+        local stand-in takes no reason (and keeps none): it is then canceled without one."""
+        options: Any = {"idempotency_key": f"pi-cancel-{intent_id}"}
+        params: Any = {} if self._cancel_reasons is False else {"cancellation_reason": reason}
         try:
-            obj = self.client.v1.payment_intents.cancel(intent_id)
+            try:
+                obj = self.client.v1.payment_intents.cancel(
+                    intent_id, params=params, options=options
+                )
+            except stripe.InvalidRequestError as exc:
+                if not params or "cancellation_reason" not in str(exc):
+                    raise
+                self._cancel_reasons = False
+                obj = self.client.v1.payment_intents.cancel(intent_id, options=options)
         except stripe.StripeError as exc:
             raise self._fail("cancel_intent", exc, f"canceling PaymentIntent {intent_id}") from exc
         self._observe("cancel_intent", "ok")
@@ -225,34 +310,132 @@ class StripeGateway:
         )
         return intent
 
-    def list_intents_by_payment(self, payment_id: str, *, limit: int = 100) -> list[Intent]:
-        """Every intent whose metadata names ``payment_id`` (walks all pages of intents; for
-        tests and operators, not the hot path)."""
-        found: list[Intent] = []
-        try:
-            page = self.client.v1.payment_intents.list(params={"limit": limit})
-            for obj in page.auto_paging_iter():
-                intent = Intent.from_dict(obj.to_dict())
-                if intent.payment_id == payment_id:
-                    found.append(intent)
-        except stripe.StripeError as exc:
-            raise self._fail(
-                "list_intents", exc, f"listing intents of payment {payment_id}"
-            ) from exc
-        self._observe("list_intents", "ok")
-        return found
+    # -- events -----------------------------------------------------------------------------
 
-    def list_events(self, event_type: str, *, created_gt: int) -> Iterator[ProviderEvent]:
-        """Every event of ``event_type`` created after ``created_gt`` (newest first, all pages)."""
-        params: dict[str, Any] = {"type": event_type, "created": {"gt": created_gt}, "limit": 100}
+    def _list_events(self, params: dict[str, Any], action: str) -> Any:
         try:
             page = self.client.v1.events.list(params=params)  # type: ignore[arg-type]
-            for obj in page.auto_paging_iter():
-                yield ProviderEvent.from_dict(obj.to_dict())
         except stripe.StripeError as exc:
-            action = f"listing {event_type} events after {created_gt}"
             raise self._fail("list_events", exc, action) from exc
         self._observe("list_events", "ok")
+        return page
+
+    def _typed(self) -> bool:
+        """Probe once whether Stripe lists several types in one call (``types[]``)."""
+        if self._typed_events is None:
+            try:
+                self.client.v1.events.list(params={"types": list(STATUS_EVENT_TYPES), "limit": 1})
+                self._typed_events = True
+            except stripe.InvalidRequestError:
+                self._typed_events = False
+                log.info("events.list takes one type per call here (local stand-in)")
+            except stripe.StripeError as exc:
+                raise self._fail("list_events", exc, "probing events.list") from exc
+        return self._typed_events
+
+    def event_pages(self, cursor: str | None, *, since: int) -> Iterator[EventPage]:
+        """Status events after the cursor (or created after ``since`` without one), oldest
+        first, page by page. The cursor is the last event id per stream plus the newest
+        ``created`` seen; each sweep first re-reads ``CURSOR_OVERLAP_SECONDS`` before it."""
+        state = _SweepCursor.parse(cursor)
+        streams = (
+            {"all": list(STATUS_EVENT_TYPES)}
+            if self._typed()
+            else {t: [t] for t in STATUS_EVENT_TYPES}
+        )
+        if state.newest:
+            overlap = [e for e in self.recent_events(since=state.newest - CURSOR_OVERLAP_SECONDS)]
+            if overlap:
+                yield EventPage(overlap, state.dump())
+        for stream, types in streams.items():
+            for events in self._stream_pages(types, state.after.get(stream), since):
+                state.after[stream] = events[-1].id
+                state.newest = max(state.newest, max(e.created for e in events))
+                yield EventPage(events, state.dump())
+
+    def _stream_pages(
+        self, types: list[str], after: str | None, since: int
+    ) -> Iterator[list[ProviderEvent]]:
+        """Pages oldest first. Real Stripe lists newest first: walk towards newer events with
+        ``ending_before``; the stand-in lists oldest first: walk with ``starting_after``."""
+        action = f"listing {', '.join(types)} events"
+        base: dict[str, Any] = {"limit": PAGE_SIZE}
+        base.update({"types": types} if len(types) > 1 else {"type": types[0]})
+        if self._typed_events and after is None:
+            # First sweep: no anchor yet. Read the window newest first, then hand it out oldest
+            # first (bounded by the first window, RECONCILE_STALE_AFTER_SECONDS).
+            window: list[ProviderEvent] = []
+            params = {**base, "created": {"gt": since}}
+            while True:
+                page = self._list_events(params, action)
+                window.extend(ProviderEvent.from_dict(o.to_dict()) for o in page.data)
+                if not page.has_more or not page.data:
+                    break
+                params = {**params, "starting_after": page.data[-1].id}
+            window.sort(key=lambda e: (e.created, e.id))
+            for start in range(0, len(window), PAGE_SIZE):
+                yield window[start : start + PAGE_SIZE]
+            return
+        key = "ending_before" if self._typed_events else "starting_after"
+        params = dict(base)
+        if after is not None:
+            params[key] = after
+        else:
+            params["created"] = {"gt": since}
+        while True:
+            page = self._list_events(params, action)
+            events = sorted(
+                (ProviderEvent.from_dict(o.to_dict()) for o in page.data),
+                key=lambda e: (e.created, e.id),
+            )
+            if events:
+                yield events
+            if not page.has_more or not events:
+                return
+            params = {**base, key: events[-1].id}
+
+    def recent_events(self, *, since: int) -> Iterator[ProviderEvent]:
+        """Every status event created after ``since`` (all pages; order not guaranteed)."""
+        type_groups = (
+            [list(STATUS_EVENT_TYPES)] if self._typed() else [[t] for t in STATUS_EVENT_TYPES]
+        )
+        for types in type_groups:
+            params: dict[str, Any] = {"limit": PAGE_SIZE, "created": {"gt": since}}
+            params.update({"types": types} if len(types) > 1 else {"type": types[0]})
+            while True:
+                page = self._list_events(params, f"re-reading {', '.join(types)} events")
+                for obj in page.data:
+                    yield ProviderEvent.from_dict(obj.to_dict())
+                if not page.has_more or not page.data:
+                    break
+                params = {**params, "starting_after": page.data[-1].id}
+
+
+class _SweepCursor:
+    """The sweep's durable position: the last event id per stream and the newest ``created``."""
+
+    def __init__(self, after: dict[str, str], newest: int) -> None:
+        self.after = after
+        self.newest = newest
+
+    @classmethod
+    def parse(cls, raw: str | None) -> _SweepCursor:
+        if not raw:
+            return cls({}, 0)
+        try:
+            doc = json.loads(raw)
+            return cls({str(k): str(v) for k, v in doc["after"].items()}, int(doc["newest"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # An old or foreign cursor: start again from the time window (re-applying is safe).
+            return cls({}, 0)
+
+    def dump(self) -> str:
+        return json.dumps({"after": self.after, "newest": self.newest}, sort_keys=True)
+
+
+def creation_key(payment: Payment) -> str:
+    """Stripe's idempotency key of a payment's intent creation: ours, never the client's."""
+    return f"pi-create-{payment.id}"
 
 
 def _error_kind(error: PaymentsError) -> str:

@@ -30,6 +30,10 @@ class TransitionRefused(Conflict):
     """A status change that the status rules do not allow."""
 
 
+class IdempotencyKeyConflict(Conflict):
+    """The provider refused an idempotency key: it was used before with other parameters."""
+
+
 class RetryableError(PaymentsError):
     """A dependency failed in a way that may pass on retry (network, 5xx, 429)."""
 

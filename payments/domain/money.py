@@ -170,9 +170,59 @@ ZERO_DECIMAL: frozenset[str] = frozenset(
         "xpf",
     ]
 )
-# Stripe's largest amount is 8 digits in the charge currency's minor unit.
+# Stripe takes amounts of at most eight digits in the charge currency's minor unit.
 MAX_AMOUNT_MINOR = 99_999_999
 MIN_AMOUNT_MINOR = 1
+
+# Three-decimal currencies: Stripe's payment partners need the last digit to be 0.
+THREE_DECIMAL: frozenset[str] = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
+
+# Stripe's minimum charge per currency, in minor units, from its "Minimum and maximum charge
+# amounts" table (docs.stripe.com/currencies#minimum-and-maximum-charge-amounts, read
+# 2026-11). Any other currency must convert to at least 0.50 USD at Stripe's rate of the day,
+# which only Stripe can check: such a payment that is too small fails at intake with Stripe's
+# own refusal (422, field amount_minor), never later.
+MINIMUM_CHARGE: dict[str, int] = {
+    "usd": 50,
+    "aed": 200,
+    "aud": 50,
+    "bgn": 100,
+    "brl": 50,
+    "cad": 50,
+    "chf": 50,
+    "czk": 1500,
+    "dkk": 250,
+    "eur": 50,
+    "gbp": 30,
+    "hkd": 400,
+    "huf": 17500,
+    "inr": 50,
+    "jpy": 50,
+    "mxn": 1000,
+    "myr": 200,
+    "nok": 300,
+    "nzd": 50,
+    "pln": 200,
+    "ron": 200,
+    "sek": 300,
+    "sgd": 50,
+    "thb": 1000,
+}
+
+# Stripe's special cases. ISK is two-decimal in the API but whole krónur only (multiples of
+# 100). HUF and TWD are two-decimal for charges; only their payouts are whole units, so a charge
+# needs nothing more (kept here so the rule is written down, not forgotten).
+WHOLE_UNITS_ONLY: frozenset[str] = frozenset(["isk"])
+WHOLE_UNIT_PAYOUTS_ONLY: frozenset[str] = frozenset(["huf", "twd"])
+
+
+def decimals(currency: str) -> int:
+    """Digits after the decimal point of the currency's minor unit, as Stripe counts them."""
+    if currency in ZERO_DECIMAL:
+        return 0
+    if currency in THREE_DECIMAL:
+        return 3
+    return 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +250,34 @@ class Money:
                 field="currency",
             )
 
+    def check_chargeable(self) -> Money:
+        """Refuse, naming ``amount_minor``, an amount Stripe would refuse to charge: below the
+        currency's minimum, a three-decimal amount whose last digit is not 0, a fraction of an
+        ISK. Applied at intake, not to stored payments (the rules may change under them)."""
+        minimum = MINIMUM_CHARGE.get(self.currency)
+        if minimum is not None and self.amount_minor < minimum:
+            raise InvalidRequest(
+                f"amount_minor {self.amount_minor} is {self} but Stripe's minimum charge in "
+                f"{self.currency.upper()} is {Money(minimum, self.currency)}",
+                field="amount_minor",
+            )
+        if self.currency in THREE_DECIMAL and self.amount_minor % 10:
+            raise InvalidRequest(
+                f"amount_minor {self.amount_minor} is {self}: in {self.currency.upper()} Stripe "
+                "needs the last of the three decimals to be 0 (round to the nearest ten)",
+                field="amount_minor",
+            )
+        if self.currency in WHOLE_UNITS_ONLY and self.amount_minor % 100:
+            raise InvalidRequest(
+                f"amount_minor {self.amount_minor} is {self}: {self.currency.upper()} is charged "
+                "in whole units only (amount_minor a multiple of 100)",
+                field="amount_minor",
+            )
+        return self
+
     def __str__(self) -> str:
-        if self.currency in ZERO_DECIMAL:
+        places = decimals(self.currency)
+        if places == 0:
             return f"{self.amount_minor} {self.currency.upper()}"
-        units, cents = divmod(self.amount_minor, 100)
-        return f"{units}.{cents:02d} {self.currency.upper()}"
+        units, fraction = divmod(self.amount_minor, 10**places)
+        return f"{units}.{fraction:0{places}d} {self.currency.upper()}"

@@ -27,7 +27,7 @@ class Source(StrEnum):
     OPERATOR = "operator"
 
 
-# to-status -> nothing; from-status -> the statuses it may move to.
+# from-status -> the statuses it may move to.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.EXPIRED}),
     # A later attempt on the same PaymentIntent may still succeed.
@@ -36,6 +36,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.CANCELED: frozenset(),
     Status.EXPIRED: frozenset(),
 }
+
+# Not final: something (the worker) must look at these again until they are.
+OPEN_STATUSES: frozenset[Status] = frozenset(s for s, targets in TRANSITIONS.items() if targets)
 
 
 def can_transition(from_status: Status, to_status: Status) -> bool:
@@ -46,29 +49,3 @@ def can_transition(from_status: Status, to_status: Status) -> bool:
 def allowed_from(to_status: Status) -> list[Status]:
     """Every status a payment may be in for a write of ``to_status`` to apply."""
     return [s for s, targets in TRANSITIONS.items() if to_status in targets]
-
-
-# Stripe PaymentIntent status -> our status. ``None`` means "still in flight".
-_STRIPE_STATUS: dict[str, Status | None] = {
-    "requires_payment_method": None,
-    "requires_confirmation": None,
-    "requires_action": None,
-    "processing": None,
-    "requires_capture": None,
-    "succeeded": Status.SUCCEEDED,
-    "canceled": Status.CANCELED,
-}
-
-
-def from_stripe(intent_status: str, *, last_payment_error: bool = False) -> Status | None:
-    """Map a PaymentIntent status to ours, or ``None`` when nothing final is known yet.
-
-    An intent back in ``requires_payment_method`` after a failed attempt is ``failed``
-    (the customer may retry on the same intent, which ``failed -> succeeded`` allows).
-    """
-    if intent_status not in _STRIPE_STATUS:
-        return None
-    mapped = _STRIPE_STATUS[intent_status]
-    if mapped is None and intent_status == "requires_payment_method" and last_payment_error:
-        return Status.FAILED
-    return mapped

@@ -60,6 +60,8 @@ def _deliver(client: FlaskClient, stripe: FakeStripeGateway) -> None:
             "id": event.intent.id if event.intent else "",
             "object": "payment_intent",
             "status": event.intent.status if event.intent else "",
+            "amount": event.intent.amount if event.intent else 0,
+            "currency": event.intent.currency if event.intent else "",
             "metadata": {"payment_id": event.intent.payment_id if event.intent else ""},
             "last_payment_error": (
                 {"code": event.intent.failure_code, "message": event.intent.failure_message}

@@ -1,11 +1,14 @@
-"""The reconciliation cycle over fakes of the repository and of Stripe (counting calls)."""
+"""Reconciliation over fakes: what Stripe says ends up in the database, at a bounded cost.
+
+Every expected status is written here from Stripe's side of the story (the intent succeeded,
+was declined, canceled...), never computed with the product's own mapping.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 import uuid
-from dataclasses import replace
 
 import pytest
 
@@ -13,12 +16,14 @@ from payments.domain.errors import RetryableError
 from payments.domain.money import Money
 from payments.domain.payment import Payment
 from payments.domain.status import Source, Status
-from payments.ports import NewPayment
-from payments.reconcile import EVENT_TYPES, PendingEntry, ReconcilePolicy, Reconciler, cursor_name
+from payments.ports import NewPayment, StatusChange
+from payments.reconcile import SWEEP_CURSOR, ReconcilePolicy, Reconciler
 from payments.service import PaymentService
-from tests.fakes import FakePaymentRepository, FakeStripeGateway
+from tests.fakes import FakePaymentRepository, FakeStripeGateway, MemoryOpenPayments
 
-POLICY = ReconcilePolicy(interval_seconds=600, stale_after_seconds=3600, ttl_seconds=86400)
+POLICY = ReconcilePolicy(
+    interval_seconds=600, stale_after_seconds=3600, ttl_seconds=86400, retry_after_seconds=60
+)
 
 
 class World:
@@ -27,6 +32,7 @@ class World:
         self.stripe = FakeStripeGateway()
         self.service = PaymentService(self.repo, self.stripe)
         self.now = time.time()
+        self.ages: dict[uuid.UUID, float] = {}
         self.reconciler = Reconciler(
             self.repo,
             self.stripe,
@@ -36,37 +42,39 @@ class World:
             clock=lambda: self.now,
         )
 
-    def payment(self, *, with_intent: bool = True) -> Payment:
+    def payment(
+        self, *, with_intent: bool = True, age: float = 60.0, amount: int = 1000
+    ) -> Payment:
         result = self.repo.insert_pending(
             NewPayment(
                 id=uuid.uuid4(),
                 idempotency_key=f"k-{uuid.uuid4()}",
                 request_hash="h",
-                money=Money(1000, "usd"),
+                money=Money(amount, "usd"),
             )
         )
         payment = result.payment
+        self.ages[payment.id] = age
         if with_intent:
-            intent = self.stripe.create_intent(payment)
-            payment = self.repo.attach_intent(
-                payment.id,
-                provider_payment_id=intent.id,
-                provider_status=intent.status,
-                client_secret=None,
-            )
+            payment = self.repo.attach_intent(payment.id, self.stripe.create_intent(payment))
         else:
             self.repo.claims[payment.id] = None  # the API request that inserted it is gone
         return payment
 
-    def entry(self, payment: Payment, *, age: float = 60.0, partition: int = 0) -> PendingEntry:
-        current = self.repo.get(payment.id) or payment
-        return PendingEntry(
-            payment_id=payment.id,
-            partition=partition,
-            version=current.version,
-            created_at=self.now - age,
-            provider_payment_id=current.provider_payment_id,
+    def intent_of(self, payment: Payment) -> str:
+        stored = self.repo.get(payment.id)
+        assert stored is not None and stored.provider_payment_id is not None
+        return stored.provider_payment_id
+
+    def table(self) -> MemoryOpenPayments:
+        """The worker's table as the change stream would have built it: open payments by age."""
+        return MemoryOpenPayments.of(
+            dataclasses.replace(p, created_at=_at(self.now - self.ages[p.id]))
+            for p in self.repo.payments.values()
         )
+
+    def cycle(self, *, rps: float = 20, lead_sweep: bool = True):  # type: ignore[no-untyped-def]
+        return self.reconciler.run(self.table(), [0], rps=rps, lead_sweep=lead_sweep)
 
     def status(self, payment: Payment) -> Status:
         stored = self.repo.get(payment.id)
@@ -74,145 +82,213 @@ class World:
         return stored.status
 
 
-def test_events_resolve_payments_at_a_cost_independent_of_the_pending_count() -> None:
+def _at(epoch: float):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def test_the_sweep_resolves_what_changed_at_a_cost_independent_of_the_open_count() -> None:
     world = World()
     payments = [world.payment() for _ in range(300)]
-    changed = payments[:3]
-    world.stripe.succeed(changed[0].provider_payment_id or "")
-    world.stripe.decline(changed[1].provider_payment_id or "")
-    world.stripe.cancel_intent(changed[2].provider_payment_id or "")
+    paid, declined, canceled = payments[:3]
+    world.stripe.succeed(world.intent_of(paid))
+    world.stripe.decline(world.intent_of(declined))
+    world.stripe.cancel_intent(world.intent_of(canceled), reason="requested_by_customer")
     world.stripe.calls = 0
 
-    report = world.reconciler.run([world.entry(p) for p in payments], [0], rps=20)
+    report = world.cycle()
 
-    assert [world.status(p) for p in changed] == [Status.SUCCEEDED, Status.FAILED, Status.CANCELED]
+    assert world.status(paid) is Status.SUCCEEDED
+    assert world.status(declined) is Status.FAILED
+    assert world.status(canceled) is Status.CANCELED
     assert all(world.status(p) is Status.PENDING for p in payments[3:])
-    assert report.resolved == 3 and report.retrieved == 0
-    # One events.list per type, no matter how many payments are pending.
-    assert report.stripe_calls == world.stripe.calls == len(EVENT_TYPES)
-    assert report.pending == 300 and len(report.owned_ids) == 300
+    assert report.sweep is not None and report.sweep.applied == 3
+    # One page of events, no retrieves: 300 open payments cost one call.
+    assert report.retrieved == 0 and world.stripe.calls == 1
 
 
-def test_only_partitions_this_worker_owns_are_reconciled() -> None:
-    world = World()
-    mine, theirs = world.payment(), world.payment()
-    world.stripe.succeed(mine.provider_payment_id or "")
-    world.stripe.succeed(theirs.provider_payment_id or "")
-    report = world.reconciler.run(
-        [world.entry(mine, partition=1), world.entry(theirs, partition=2)], [1], rps=20
-    )
-    assert world.status(mine) is Status.SUCCEEDED
-    assert world.status(theirs) is Status.PENDING
-    assert report.owned_ids == [str(mine.id)]
-
-
-def test_the_event_cursor_is_durable_per_partition_and_moves_forward() -> None:
+def test_a_declined_payment_later_paid_on_the_same_intent_ends_succeeded() -> None:
+    """The customer's first card is declined, the second succeeds; the `succeeded` webhook is
+    lost. The payment must not stay failed while Stripe holds the money."""
     world = World()
     payment = world.payment()
-    world.stripe.succeed(payment.provider_payment_id or "")
-    world.reconciler.run([world.entry(payment)], [0, 3], rps=20)
-    first = world.repo.get_cursor(cursor_name(0))
-    assert first is not None and first == world.repo.get_cursor(cursor_name(3))
-    assert int(first) >= world.stripe.events[-1].created
+    world.stripe.decline(world.intent_of(payment))
+    world.cycle()
+    assert world.status(payment) is Status.FAILED
+    world.stripe.succeed(world.intent_of(payment))
+    world.now += 600
+    world.cycle()
+    assert world.status(payment) is Status.SUCCEEDED
 
 
-def test_a_failed_sweep_keeps_the_cursor_and_counts_the_error() -> None:
+def test_the_cursor_is_stored_page_by_page_and_a_failure_keeps_the_progress() -> None:
+    world = World()
+    world.stripe.page_size = 10
+    payments = [world.payment() for _ in range(25)]
+    for p in payments:
+        world.stripe.succeed(world.intent_of(p))
+    calls = {"n": 0}
+    original = world.stripe._call
+
+    def third_page_fails() -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RetryableError("Stripe: 429 Too Many Requests")
+        original()
+
+    world.stripe._call = third_page_fails  # type: ignore[method-assign]
+    report = world.cycle()
+    assert report.sweep is not None and not report.sweep.complete and report.sweep.pages == 2
+    assert sum(world.status(p) is Status.SUCCEEDED for p in payments) == 20
+    first_cursor = world.repo.get_cursor(SWEEP_CURSOR)
+    assert first_cursor is not None
+
+    world.stripe._call = original  # type: ignore[method-assign]
+    world.now += 600
+    report = world.cycle()
+    assert report.sweep is not None and report.sweep.complete
+    assert all(world.status(p) is Status.SUCCEEDED for p in payments)
+    assert report.sweep.events == 5, "the next sweep starts where the last page ended"
+
+
+def test_an_event_about_another_intent_is_refused() -> None:
     world = World()
     payment = world.payment()
-    world.repo.set_cursor(cursor_name(0), "1000")
-    world.stripe.fail_with = RetryableError("Stripe: 503")
-    report = world.reconciler.run([world.entry(payment)], [0], rps=20)
-    assert report.errors >= 1
-    assert world.repo.get_cursor(cursor_name(0)) == "1000"
+    # An intent made elsewhere (another integration) that names our payment in its metadata.
+    stranger = world.stripe.create_intent(dataclasses.replace(payment, id=uuid.uuid4()))
+    world.stripe.intents[stranger.id].metadata["payment_id"] = str(payment.id)
+    assert stranger.id != world.intent_of(payment)
+    world.stripe.succeed(stranger.id)
+    report = world.cycle()
+    assert world.status(payment) is Status.PENDING
+    assert report.sweep is not None and report.sweep.applied == 0
 
 
-def test_a_payment_without_intent_gets_one_with_its_idempotency_key() -> None:
+def test_an_intent_for_other_money_cannot_attach_to_a_payment_without_one() -> None:
     world = World()
-    orphan, fresh = world.payment(with_intent=False), world.payment(with_intent=False)
-    report = world.reconciler.run(
-        [world.entry(orphan, age=120), world.entry(fresh, age=1)], [0], rps=20
-    )
+    payment = world.payment(with_intent=False, age=5)  # still being created by its request
+    other = world.payment(amount=999)
+    world.stripe.intents[world.intent_of(other)].metadata["payment_id"] = str(payment.id)
+    world.stripe.succeed(world.intent_of(other))
+    world.cycle()
+    assert world.status(payment) is Status.PENDING
+    stored = world.repo.get(payment.id)
+    assert stored is not None and stored.provider_payment_id is None
+
+
+def test_past_the_ttl_the_intent_is_canceled_at_stripe_then_the_payment_expires() -> None:
+    world = World()
+    pending = world.payment(age=90_000)
+    failed = world.payment(age=90_000)
+    world.repo.transition(failed.id, StatusChange(Status.FAILED, Source.WEBHOOK))
+    report = world.cycle(lead_sweep=False)
+    assert world.status(pending) is Status.EXPIRED
+    assert world.status(failed) is Status.EXPIRED, "a failed payment expires too"
+    for p in (pending, failed):
+        intent = world.stripe.retrieve_intent(world.intent_of(p))
+        assert (intent.status, intent.cancellation_reason) == ("canceled", "abandoned")
+    assert report.expired == 2
+
+
+def test_past_the_ttl_a_payment_stripe_already_charged_succeeds_instead() -> None:
+    world = World()
+    payment = world.payment(age=90_000)
+    world.stripe.succeed(world.intent_of(payment))
+    world.stripe.events.clear()  # its webhook and event were lost
+    world.cycle(lead_sweep=False)
+    assert world.status(payment) is Status.SUCCEEDED
+
+
+def test_past_the_ttl_a_payment_without_intent_expires_and_never_gets_one() -> None:
+    world = World()
+    payment = world.payment(with_intent=False, age=90_000)
+    world.cycle(lead_sweep=False)
+    assert world.status(payment) is Status.EXPIRED
+    assert world.stripe.intents_for(payment.id) == []
+
+
+def test_a_payment_that_cannot_be_expired_is_retried_later_with_a_growing_delay() -> None:
+    world = World()
+    payment = world.payment(age=90_000)
+    world.stripe.intents[world.intent_of(payment)].status = "processing"
+    first = world.cycle(lead_sweep=False)
+    assert first.errors == 1 and world.status(payment) is Status.PENDING
+    retry = world.reconciler.retries[payment.id]
+    assert retry.attempts == 1 and retry.next_at == pytest.approx(world.now + 60)
+    world.now += 30
+    assert world.cycle(lead_sweep=False).checked == 0, "not first in line every cycle"
+    world.now += 31
+    world.cycle(lead_sweep=False)
+    assert world.reconciler.retries[payment.id].next_at == pytest.approx(world.now + 120)
+    world.stripe.intents[world.intent_of(payment)].status = "succeeded"
+    world.now += 121
+    world.cycle(lead_sweep=False)
+    assert world.status(payment) is Status.SUCCEEDED
+    assert payment.id not in world.reconciler.retries
+
+
+def test_a_payment_without_intent_gets_one_once_its_request_is_gone() -> None:
+    world = World()
+    orphan = world.payment(with_intent=False, age=120)
+    fresh = world.payment(with_intent=False, age=1)
+    report = world.cycle(lead_sweep=False)
     assert report.created == 1
     assert len(world.stripe.intents_for(orphan.id)) == 1
     assert world.stripe.intents_for(fresh.id) == [], "a young payment is left to its API request"
-    stored = world.repo.get(orphan.id)
-    assert stored is not None and stored.provider_payment_id is not None
-    # Next cycle: nothing to create again.
-    world.reconciler.run([world.entry(orphan, age=180)], [0], rps=20)
+    world.now += 600
+    world.cycle(lead_sweep=False)
     assert len(world.stripe.intents_for(orphan.id)) == 1
 
 
-def test_stale_payments_are_retrieved_as_their_age_doubles_past_the_stale_period() -> None:
+def test_each_payment_is_retrieved_once_when_its_age_passes_the_stale_period() -> None:
     world = World()
-    stale = world.payment()
-    world.stripe.succeed(stale.provider_payment_id or "")
-    world.stripe.events.clear()  # the event was lost (older than the sweep window)
-    quiet = world.payment()
-    entries = [world.entry(stale, age=7200), world.entry(quiet, age=7200)]  # crossed 2 h
-    report = world.reconciler.run(entries, [0], rps=20)
-    assert world.status(stale) is Status.SUCCEEDED
+    lost = world.payment(age=3_900)  # passed 1 h within the last interval
+    world.stripe.succeed(world.intent_of(lost))
+    world.stripe.events.clear()  # the event was lost
+    quiet = world.payment(age=3_900)
+    young = world.payment(age=1_000)
+    report = world.cycle(lead_sweep=False)
+    assert world.status(lost) is Status.SUCCEEDED
     assert report.retrieved == 2 and report.resolved == 1
-    for age in range(7800, 14400, 600):  # every cycle until the 4 h checkpoint: nothing
+    later = 0
+    for _ in range(10):  # the next 100 minutes: only `young` passes 1 h, once
         world.now += 600
-        assert world.reconciler.run([world.entry(quiet, age=age)], [0], rps=20).retrieved == 0
-    world.now += 600
-    assert world.reconciler.run([world.entry(quiet, age=14400)], [0], rps=20).retrieved == 1
+        world.ages = {pid: age + 600 for pid, age in world.ages.items()}
+        later += world.cycle(lead_sweep=False).retrieved
+    assert later == 1
+    assert world.status(quiet) is Status.PENDING and world.status(young) is Status.PENDING
 
 
-def test_a_restarted_reconciler_does_not_retrieve_every_old_payment_at_once() -> None:
-    world = World()
-    between_checkpoints = [world.entry(world.payment(), age=5000) for _ in range(20)]
-    report = world.reconciler.run(between_checkpoints, [0], rps=20)
-    assert report.retrieved == 0
-
-
-def test_checks_deferred_by_the_budget_come_first_next_cycle() -> None:
-    world = World(replace_policy(interval_seconds=10))
-    payments = [world.payment() for _ in range(30)]
-    first = world.reconciler.run([world.entry(p, age=3600) for p in payments], [0], rps=2)
+def test_checks_over_the_budget_are_deferred_and_come_first_next_cycle() -> None:
+    world = World(dataclasses.replace(POLICY, interval_seconds=10))
+    payments = [world.payment(age=3_605) for _ in range(30)]
+    first = world.cycle(rps=2, lead_sweep=False)  # budget: 2/s x 10 s / 2 = 10
     assert (first.retrieved, first.deferred) == (10, 20)
-    world.now += 10  # the checkpoint is now out of the window; the owed checks still happen
-    second = world.reconciler.run([world.entry(p, age=3610) for p in payments], [0], rps=2)
+    world.now += 10
+    world.ages = {pid: age + 10 for pid, age in world.ages.items()}
+    second = world.cycle(rps=2, lead_sweep=False)
     assert (second.retrieved, second.deferred) == (10, 10)
-    checked = set(first.checked_ids) | set(second.checked_ids)
-    assert len(checked) == 20
-
-
-def test_individual_checks_stay_within_the_cycle_budget() -> None:
-    world = World(replace_policy(interval_seconds=10))
-    payments = [world.payment() for _ in range(30)]
-    report = world.reconciler.run([world.entry(p, age=3600) for p in payments], [0], rps=2)
-    assert report.retrieved == world.reconciler.individual_budget(2) == 10
-    assert report.deferred == 20
-
-
-def replace_policy(**changes: float) -> ReconcilePolicy:
-    return dataclasses.replace(POLICY, **changes)
-
-
-@pytest.mark.parametrize("stripe_final", [False, True])
-def test_payments_past_the_ttl_expire_unless_stripe_has_a_final_status(
-    stripe_final: bool,
-) -> None:
-    world = World()
-    payment = world.payment()
-    if stripe_final:
-        world.stripe.succeed(payment.provider_payment_id or "")
-        world.stripe.events.clear()
-    report = world.reconciler.run([world.entry(payment, age=90000)], [0], rps=20)
-    intent = world.stripe.retrieve_intent(payment.provider_payment_id or "")
-    if stripe_final:
-        assert world.status(payment) is Status.SUCCEEDED and intent.status == "succeeded"
-    else:
-        assert world.status(payment) is Status.EXPIRED and report.expired == 1
-        assert intent.status == "canceled", "the intent is canceled so it can never be paid"
+    assert len(payments) == 30
 
 
 def test_a_final_status_is_never_overwritten() -> None:
     world = World()
     payment = world.payment()
-    world.repo.transition(payment.id, Status.CANCELED, source=Source.OPERATOR)
-    world.stripe.succeed(payment.provider_payment_id or "")  # Stripe disagrees
-    entry = replace(world.entry(payment), version=1)
-    world.reconciler.run([entry], [0], rps=20)
+    world.repo.transition(payment.id, StatusChange(Status.CANCELED, Source.OPERATOR))
+    world.stripe.succeed(world.intent_of(payment))  # Stripe disagrees
+    world.cycle()
     assert world.status(payment) is Status.CANCELED
+
+
+def test_database_errors_end_the_cycle_without_raising() -> None:
+    world = World()
+    for _ in range(8):
+        world.payment(age=90_000)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("connection to the primary lost")
+
+    world.repo.transition = broken  # type: ignore[method-assign, assignment]
+    report = world.cycle(lead_sweep=False)
+    assert report.aborted is not None and report.errors == 5

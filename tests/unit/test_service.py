@@ -105,7 +105,7 @@ def test_stripe_down_leaves_pending_without_intent_then_retry_completes(
 ) -> None:
     stripe.fail_with = RetryableError("connection refused")
     deferred = service.create_payment(request())
-    assert deferred.outcome is CreateOutcome.PENDING
+    assert deferred.outcome is CreateOutcome.DEFERRED
     assert deferred.payment.provider_payment_id is None
     assert "retry with the same Idempotency-Key" in (deferred.detail or "")
     stripe.fail_with = None
@@ -148,13 +148,13 @@ def test_decline_marks_failed_and_replays_the_refusal(
 ) -> None:
     stripe.fail_with = ProviderDeclined("amount too small", code="amount_too_small", field="amount")
     with pytest.raises(PaymentDeclined) as declined:
-        service.create_payment(request(amount=1))
+        service.create_payment(request(amount=60))
     payment = declined.value.payment
     assert payment.status is Status.FAILED
     assert payment.failure_code == "amount_too_small"
     assert [e.source for e in repo.events(payment.id)] == [Source.API]
     with pytest.raises(PaymentDeclined):
-        service.create_payment(request(amount=1))
+        service.create_payment(request(amount=60))
     assert len(repo.payments) == 1
 
 
@@ -278,3 +278,121 @@ def test_cancel_of_payment_without_intent_blocks_later_creation(
     after = service.finish_creation(payment.id)
     assert after is not None and after.status is Status.CANCELED
     assert stripe.intents == {}
+
+
+def test_a_webhook_about_another_intent_is_refused_and_kept_with_its_reason(
+    service: PaymentService, repo: FakePaymentRepository
+) -> None:
+    """Any intent can carry our metadata; only the payment's own may move it."""
+    from dataclasses import replace
+
+    payment = service.create_payment(request()).payment
+    own = payment.provider_payment_id
+    assert own is not None
+    stranger = FakeStripeGateway().create_intent(payment)  # another integration's intent
+    assert stranger.id != own
+    event = ProviderEvent(
+        "evt_foreign",
+        "payment_intent.succeeded",
+        1,
+        intent=replace(stranger, status="succeeded"),
+    )
+    result = service.apply_webhook_event(event, {"id": event.id})
+    assert result.outcome == "foreign_intent"
+    assert result.reason and stranger.id in result.reason and own in result.reason
+    stored = repo.get(payment.id)
+    assert stored is not None and stored.status is Status.PENDING
+    assert repo.inbox["evt_foreign"]["outcome"] == "foreign_intent"
+    assert repo.events(payment.id) == []
+
+
+def test_an_intent_for_other_money_is_refused(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    from dataclasses import replace
+
+    payment = service.create_payment(request(amount=1500)).payment
+    assert payment.provider_payment_id
+    intent = stripe.retrieve_intent(payment.provider_payment_id)
+    for forged in (replace(intent, amount=1), replace(intent, currency="usd")):
+        event = ProviderEvent(
+            f"evt_{forged.amount}_{forged.currency}",
+            "payment_intent.succeeded",
+            1,
+            intent=replace(forged, status="succeeded"),
+        )
+        assert apply(service, event) == "foreign_intent"
+    stored = repo.get(payment.id)
+    assert stored is not None and stored.status is Status.PENDING
+
+
+def test_an_intent_made_for_a_payment_without_one_is_attached_by_its_first_event(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    """Stripe answered the creation after our timeout: its webhook brings the intent."""
+    stripe.fail_with = RetryableError("timed out")
+    payment = service.create_payment(request()).payment
+    stripe.fail_with = None
+    assert payment.provider_payment_id is None
+    intent = stripe.create_intent(payment)
+    event = stripe.succeed(intent.id)
+    assert apply(service, event) == "applied"
+    stored = repo.get(payment.id)
+    assert stored is not None
+    assert (stored.status, stored.provider_payment_id) == (Status.SUCCEEDED, intent.id)
+
+
+def test_stripe_refusing_the_idempotency_key_releases_the_creation_claim(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    from payments.domain.errors import IdempotencyKeyConflict
+
+    stripe.fail_with = IdempotencyKeyConflict("Keys for idempotent requests can only be used ...")
+    with pytest.raises(IdempotencyKeyConflict):
+        service.create_payment(request())
+    stored = next(iter(repo.payments.values()))
+    assert repo.claims[stored.id] is None, "a corrected retry may claim at once"
+    stripe.fail_with = None
+    done = service.create_payment(request())
+    assert done.outcome is CreateOutcome.CREATED and done.payment.provider_payment_id
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "why"),
+    [
+        (49, "usd", "minimum charge in USD is 0.50 USD"),
+        (29, "gbp", "minimum charge in GBP is 0.30 GBP"),
+        (49, "jpy", "minimum charge in JPY is 50 JPY"),
+        (17_499, "huf", "minimum charge in HUF is 175.00 HUF"),
+        (1_235, "kwd", "last of the three decimals to be 0"),
+        (1_050, "isk", "whole units only"),
+    ],
+)
+def test_amounts_stripe_would_refuse_are_refused_at_intake_naming_the_field(
+    service: PaymentService, repo: FakePaymentRepository, amount: int, currency: str, why: str
+) -> None:
+    from payments.domain.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match=why) as refused:
+        service.create_payment(CreatePayment("k", Money(amount, currency)))
+    assert refused.value.field == "amount_minor"
+    assert repo.payments == {}, "nothing is stored for a refused amount"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        (50, "usd", "0.50 USD"),
+        (1_230, "kwd", "1.230 KWD"),
+        (1_000, "isk", "10.00 ISK"),
+        (17_550, "huf", "175.50 HUF"),
+        (50, "jpy", "50 JPY"),
+    ],
+)
+def test_amounts_stripe_takes_are_stored_as_given(
+    service: PaymentService, amount: int, currency: str, shown: str
+) -> None:
+    payment = service.create_payment(
+        CreatePayment(f"k-{currency}", Money(amount, currency))
+    ).payment
+    assert (payment.money.amount_minor, str(payment.money)) == (amount, shown)

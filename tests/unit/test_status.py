@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from payments.domain.status import TRANSITIONS, Status, allowed_from, can_transition, from_stripe
+from payments.domain.intents import intent_outcome
+from payments.domain.status import TRANSITIONS, Status, allowed_from, can_transition
 
 FINAL = {Status.SUCCEEDED, Status.CANCELED, Status.EXPIRED}
 
@@ -48,18 +49,21 @@ def test_nothing_ever_returns_to_pending() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stripe_status", "had_error", "expected"),
+    ("stripe_status", "had_error", "reason", "expected"),
     [
-        ("succeeded", False, Status.SUCCEEDED),
-        ("canceled", False, Status.CANCELED),
-        ("requires_payment_method", True, Status.FAILED),
-        ("requires_payment_method", False, None),
-        ("requires_action", False, None),
-        ("processing", False, None),
-        ("something_new", False, None),
+        ("succeeded", False, None, Status.SUCCEEDED),
+        ("canceled", False, None, Status.CANCELED),
+        ("canceled", False, "requested_by_customer", Status.CANCELED),
+        ("canceled", False, "abandoned", Status.EXPIRED),
+        ("requires_payment_method", True, None, Status.FAILED),
+        ("requires_payment_method", False, None, None),
+        ("requires_action", False, None, None),
+        ("processing", False, None, None),
+        ("something_new", False, None, None),
     ],
 )
-def test_stripe_status_mapping(
-    stripe_status: str, had_error: bool, expected: Status | None
+def test_stripe_intent_mapping(
+    stripe_status: str, had_error: bool, reason: str | None, expected: Status | None
 ) -> None:
-    assert from_stripe(stripe_status, last_payment_error=had_error) == expected
+    got = intent_outcome(stripe_status, failed_attempt=had_error, cancellation_reason=reason)
+    assert got == expected

@@ -1,0 +1,145 @@
+"""The open-payments table of one worker, read by age (the ``OpenPayments`` port).
+
+Keys are ``i|n<created ms>:<id>`` (see ``streams.handlers``); RocksDB keeps them sorted, so
+"created before T" and "created between A and B" are range reads over each active partition's
+database, merged by age: the reconciler and ``/pending/`` read what they need, never a walk
+over a million entries. Counts by status are kept per partition as changes are applied, and
+recounted once for partitions this worker is given; ``/metrics`` and ``/stats/`` read those.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from payments.domain.status import Status
+from streams.handlers import WITH_INTENT, WITHOUT_INTENT, Decision, OpenEntry, range_key
+
+# Faust keeps its own bookkeeping row in every partition database.
+_OFFSET_KEY = b"__faust\x00offset__"
+
+
+class OpenTable:
+    """``OpenPayments`` over a Faust table (RocksDB in the worker, memory in tests)."""
+
+    def __init__(self, app: faust.App, table: Any) -> None:
+        self.app = app
+        self.table = table
+        # partition -> open payments by status, for the partitions this worker holds.
+        self.counts: dict[int, Counter[Status]] = {}
+
+    # -- writes (inside the change agent: Faust writes the changelog of the event's partition)
+
+    def apply(self, partition: int, decision: Decision) -> None:
+        counts = self.counts.setdefault(partition, Counter())
+        for key in decision.stale_keys:
+            old = self.table.get(key)
+            if old is not None:
+                del self.table[key]
+                counts[Status(old["status"])] -= 1
+        entry = decision.entry
+        if entry is None:
+            return
+        value = entry.to_json()
+        old = self.table.get(entry.key)
+        if old == value:
+            return  # nothing the reconciler reads changed: no changelog write
+        self.table[entry.key] = value
+        if old is not None:
+            counts[Status(old["status"])] -= 1
+        counts[entry.status] += 1
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def active_partitions(self) -> list[int]:
+        topic = self.table.changelog_topic.get_topic_name()
+        return sorted(
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic
+        )
+
+    def count(self) -> int:
+        return sum(self.by_status().values())
+
+    def by_status(self) -> dict[str, int]:
+        total: Counter[Status] = Counter()
+        for partition in self.active_partitions():
+            total.update(self.counts.get(partition, Counter()))
+        return {s.value: max(0, total[s]) for s in (Status.PENDING, Status.FAILED)}
+
+    def created_between(self, start: float, end: float) -> Iterator[OpenEntry]:
+        """Oldest first, ``start <= created_at < end``, with and without an intent."""
+        streams = [self._scan(prefix, start, end) for prefix in (WITH_INTENT, WITHOUT_INTENT)]
+        for _, entry in heapq.merge(*streams, key=lambda item: item[0][1:]):
+            yield entry
+
+    def without_intent(self, created_before: float) -> Iterator[OpenEntry]:
+        for _, entry in self._scan(WITHOUT_INTENT, 0.0, created_before):
+            yield entry
+
+    def oldest(self, n: int) -> list[OpenEntry]:
+        return [e for _, e in zip(range(n), self.created_between(0.0, 1e13), strict=False)]
+
+    def recount(self, partitions: Iterable[int]) -> None:
+        """Count the entries of newly held partitions once (after recovery)."""
+        for partition in partitions:
+            counts: Counter[Status] = Counter()
+            for _, value in self._partition_items(partition, b"", None):
+                counts[Status(value["status"])] += 1
+            self.counts[partition] = counts
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self.counts.pop(partition, None)
+
+    # -- range reads over the store -----------------------------------------------------------
+
+    def _scan(self, prefix: bytes, start: float, end: float) -> Iterator[tuple[bytes, OpenEntry]]:
+        low, high = range_key(prefix, start), range_key(prefix, end)
+        streams = [
+            self._partition_items(partition, low, high) for partition in self.active_partitions()
+        ]
+        for key, value in heapq.merge(*streams, key=lambda item: item[0]):
+            yield key, OpenEntry.from_json(value)
+
+    def _partition_items(
+        self, partition: int, low: bytes, high: bytes | None
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        if partition != min(self.active_partitions(), default=partition) and not _stored(
+            self.table
+        ):
+            return  # the memory store is not partitioned: hand it out once
+        yield from partition_items(self.table, partition, low, high)
+
+
+def _stored(table: Any) -> bool:
+    return getattr(table.data, "_dbs", None) is not None
+
+
+def partition_items(
+    table: Any, partition: int, low: bytes, high: bytes | None
+) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """``low <= key < high`` of one partition of a Faust table, in key order, straight from
+    its RocksDB database (the in-memory store of the tests: every key, sorted)."""
+    if not _stored(table):
+        for key in sorted(k for k in table if low <= k and (high is None or k < high)):
+            yield key, table[key]
+        return
+    db = table.data._dbs.get(partition)
+    if db is None:
+        return
+    for key, value in db.items(from_key=low):
+        if high is not None and key >= high:
+            return
+        if key == _OFFSET_KEY:
+            continue
+        yield key, json.loads(value)
+
+
+def partitions_of(tps: Iterable[TP], topic: str) -> set[int]:
+    return {tp.partition for tp in tps if tp.topic == topic}
