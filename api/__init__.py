@@ -26,7 +26,10 @@ OPEN_ENDPOINTS = frozenset(
         "payments.stripe_webhook",
         "payments.healthz",
         "payments.readyz",
+        # /metrics, /ops and /ops.json check the operator credential (api/operator.py)
         "payments.metrics",
+        "ops.ops_page",
+        "ops.ops_json",
         "payments.openapi",
         "payments.docs",
         # the page and its assets; the API calls it makes need a key when keys are configured
@@ -94,7 +97,7 @@ def create_app(settings: Settings | None = None, *, services: ApiServices | None
     problems.register(app)
     app.register_blueprint(bp)
     app.register_blueprint(checkout_bp)  # GET /checkout
-    app.register_blueprint(ops_bp)  # /ops, /ops.json: behind API keys like the rest
+    app.register_blueprint(ops_bp)  # /ops, /ops.json: behind the operator credential
     for close in wired.closers:
         atexit.register(close)
     return app

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from api.emitted import InMemoryStatusEvents, KafkaStatusEvents, StatusEventSource
-from api.metrics import Metrics
-from cdc.observe import Observer, build_observer
+from api.metrics import OPS_REFRESH_SECONDS, Metrics, OpsGauges
+from ops.snapshot import BackgroundSnapshot, Observer, build_observer
 from payments.adapters.postgres.pools import check_each_host
 from payments.bootstrap import Core, bootstrap
 from payments.service import PaymentService
@@ -25,7 +25,7 @@ class ApiServices:
     # name -> callable returning "ok" or an error string, for /readyz
     readiness: dict[str, Callable[[], str]] = field(default_factory=dict)
     closers: list[Callable[[], None]] = field(default_factory=list)
-    # What /ops shows and /metrics exports (None with fakes: nothing to observe).
+    # What /ops shows (None with fakes: nothing to observe).
     observer: Observer | None = None
     # A payment's payment-status-update events, for GET /payments/<id>/timeline.
     status_events: StatusEventSource = field(default_factory=InMemoryStatusEvents)
@@ -42,18 +42,41 @@ def _check(fn: Callable[[], object]) -> Callable[[], str]:
     return run
 
 
-def build_api_services(settings: Settings, *, core: Core | None = None) -> ApiServices:
+def _metrics(observer: Observer | None) -> tuple[Metrics, list[Callable[[], None]]]:
+    """The API's metrics; the /ops gauges from a snapshot refreshed in the background (its
+    thread starts on the first scrape)."""
+    if observer is None:
+        return Metrics(), []
+    snapshots = BackgroundSnapshot(
+        lambda: observer.snapshot(OpsGauges.SECTIONS), interval=OPS_REFRESH_SECONDS
+    )
+    return Metrics(snapshots), [snapshots.close]
+
+
+def build_api_services(
+    settings: Settings, *, core: Core | None = None, observer: Observer | None = None
+) -> ApiServices:
     """The real wiring; or, with ``core`` (tests and the intake benchmark hand in a core built
-    over fakes or a fake Stripe), the views over that core and nothing else connected."""
+    over fakes or a fake Stripe), the views over that core and nothing else connected but the
+    ``observer`` handed in, if any."""
     if core is not None:
-        metrics = Metrics(count_by_status=core.repository.count_by_status)
-        return ApiServices(settings, core.service, metrics, {"primary": lambda: "ok"}, [core.close])
-    # Kafka, Connect, the worker and the primary's replication views; connects lazily.
+        metrics, stop = _metrics(observer)
+        # Count what the API does (payments stored, transitions applied) where it does it.
+        core.service.repo = metrics.counting(core.service.repo)
+        return ApiServices(
+            settings,
+            core.service,
+            metrics,
+            {"primary": lambda: "ok"},
+            [core.close, *stop],
+            observer,
+        )
+    # Kafka, Connect, the workers and the primary's replication views; connects lazily.
     observer = build_observer(settings)
-    metrics = Metrics(ops_snapshot=observer.snapshot)
+    metrics, stop = _metrics(observer)
     core = bootstrap(settings, role="api", stripe_observer=metrics.observe_stripe)
+    core.service.repo = metrics.counting(core.service.repo)
     repo = core.repository
-    metrics.count_by_status = repo.count_by_status
     readiness: dict[str, Callable[[], str]] = {"primary": _check(repo.ping)}
     if settings.database_read_url:
         read_url = settings.database_read_url
@@ -64,7 +87,7 @@ def build_api_services(settings: Settings, *, core: Core | None = None) -> ApiSe
             return "ok" if not bad else "; ".join(f"{h} {r}" for h, r in bad.items())
 
         readiness["replicas"] = each_replica
-    closers: list[Callable[[], None]] = [core.close, observer.close]
+    closers: list[Callable[[], None]] = [*stop, core.close, observer.close]
     status_events = KafkaStatusEvents(settings)  # connects on first use
     closers.append(status_events.close)
     return ApiServices(

@@ -1,9 +1,9 @@
 """The operations page: ``GET /ops`` (server-rendered HTML that refreshes itself) and
-``GET /ops.json`` (the same snapshot). Thin: ``cdc.observe`` collects, this renders.
+``GET /ops.json`` (the same snapshot). Thin: ``ops`` collects, this renders.
 
 Both answer 200 even when parts are down: each section says whether it could be read and why not.
-They sit behind the API keys like the payment endpoints (they show payment ids, amounts and
-connector traces naming internal hosts); ``/metrics`` stays open for Prometheus.
+They need the operator credential (``api.operator``), not an API key: they show every tenant's
+payment ids and amounts and the internals' addresses and traces.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, render_template
 
+from api.operator import operator_required
 from api.problems import ApiProblem
-from cdc.observe import Observer
+from ops.snapshot import Observer
 from payments.domain.errors import PaymentsError
 from payments.domain.money import Money
 
@@ -41,11 +42,23 @@ def _money(amount_minor: Any, currency: Any) -> str:
         return f"{amount_minor} {currency}"
 
 
+def _partitions(partitions: Any) -> str:
+    if partitions is None:
+        return "?"
+    return ", ".join(str(p) for p in partitions) or "—"
+
+
 @ops_bp.get("/ops")
+@operator_required
 def ops_page() -> Response:
     snapshot = _observer().snapshot()
     html = render_template(
-        "ops.html", snap=snapshot, s=snapshot["sections"], refresh=REFRESH_SECONDS, money=_money
+        "ops.html",
+        snap=snapshot,
+        s=snapshot["sections"],
+        refresh=REFRESH_SECONDS,
+        money=_money,
+        parts=_partitions,
     )
     response = Response(html, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
@@ -53,6 +66,7 @@ def ops_page() -> Response:
 
 
 @ops_bp.get("/ops.json")
+@operator_required
 def ops_json() -> Response:
     response = jsonify(_observer().snapshot())
     response.headers["Cache-Control"] = "no-store"

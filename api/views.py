@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from api.bootstrap import ApiServices
 from api.openapi import build_spec, render_docs
+from api.operator import operator_required
 from api.problems import ApiProblem
 from api.schemas import ConfirmPaymentBody, CreatePaymentBody
 from api.timeline import timeline
@@ -235,6 +236,7 @@ def readyz() -> Response:
 
 
 @bp.get("/metrics")
+@operator_required
 def metrics() -> Response:
     return Response(services().metrics.render(), mimetype="text/plain; version=0.0.4")
 

@@ -1,11 +1,13 @@
 """Save a screenshot of the running API's /ops page to docs/ops.png (``make ops-screenshot``).
 
 Uses Debian's ``chromium`` through Playwright (never a downloaded browser). The API is
-``$API_URL`` (default http://127.0.0.1:8000); with ``API_KEYS`` set, the first key is sent.
+``$API_URL`` (default http://127.0.0.1:8000); the page needs the operator credential, the
+first of ``OPERATOR_CREDENTIALS`` (HTTP Basic).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 from pathlib import Path
@@ -21,8 +23,13 @@ def main() -> int:
     base = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
     out = ROOT / "docs" / "ops.png"
     out.parent.mkdir(exist_ok=True)
-    keys = sorted(Settings().api_key_tenants)
-    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    logins = Settings().operator_logins
+    if not logins:
+        print("OPERATOR_CREDENTIALS is empty: /ops is closed without it", file=sys.stderr)
+        return 1
+    user, password = next(iter(logins.items()))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}"}
     with chromium_page(1400, 1000, headers) as page:
         response = page.goto(f"{base}/ops", timeout=20_000)
         if response is None or response.status != 200:

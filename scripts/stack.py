@@ -862,7 +862,8 @@ def cmd_status(cfg: Config) -> int:
     for name in ORDER:
         state = "up" if running(cfg, name) else "down"
         print(f"{name:<12} {state:<5} port {cfg.port_of(name)}")
-    from cdc.observe import build_observer, format_text
+    from ops.snapshot import build_observer
+    from ops.text import format_text
     from payments.settings import Settings
 
     env = cfg.app_env()

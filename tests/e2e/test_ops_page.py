@@ -1,13 +1,18 @@
-"""The /ops page in headless Chromium (Debian's chromium via Playwright), against the running stack:
-the numbers it shows agree with what Kafka and PostgreSQL say, read just before and just after
-the page (values move between reads, so each must lie within what the two reads allow); and with
-Kafka Connect unreachable the page says so, and why, and still shows the rest."""
+"""/ops and /ops.json against the running stack, checked against Kafka, PostgreSQL and the
+workers read directly. Values move between reads, so each number the page shows must lie within
+what a read just before and a read just after allow; every row the page shows is checked, none
+is skipped. Payments made through the API here must show up as status events; with Kafka
+Connect unreachable the page says so, and why, and still shows the rest."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 import pytest
@@ -22,7 +27,8 @@ from tests.browser_support import chromium
 
 pytestmark = pytest.mark.e2e
 API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
-GROUP = "payments-worker"
+SUCCEEDS = "4242424242424242"
+DECLINED_WHEN_CHARGED = "4000000000000341"
 
 
 @pytest.fixture(scope="module")
@@ -31,32 +37,57 @@ def browser() -> Iterator[Browser]:
         yield b
 
 
-def _headers(s: Settings) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def operator(s: Settings) -> dict[str, str]:
+    """The operator credential (HTTP Basic) that /ops, /ops.json and /metrics want."""
+    logins = s.operator_logins
+    if not logins:
+        pytest.fail(
+            "OPERATOR_CREDENTIALS is empty (environment or .env): /ops is closed without an "
+            "operator credential; set OPERATOR_CREDENTIALS=user:password for the stack"
+        )
+    user, password = next(iter(logins.items()))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture(scope="module")
+def client(s: Settings) -> requests.Session:
+    """The payment API as a client uses it (with an API key when keys are configured)."""
+    session = requests.Session()
     keys = sorted(s.api_key_tenants)
-    return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    if keys:
+        session.headers["Authorization"] = f"Bearer {keys[0]}"
+    ready = session.get(f"{API}/readyz", timeout=10)
+    assert ready.status_code == 200, f"API at {API} not ready: {ready.text}"
+    return session
 
 
-def open_ops(browser: Browser, base: str, s: Settings) -> Page:
-    page = browser.new_page(extra_http_headers=_headers(s))
+def open_ops(browser: Browser, base: str, headers: dict[str, str]) -> Page:
+    page = browser.new_page(extra_http_headers=headers)
     response = page.goto(f"{base}/ops", timeout=30_000)
     assert response is not None and response.status == 200
     return page
 
 
-def number(page: Page, selector: str) -> int:
-    cell = page.locator(selector)
-    assert cell.count() == 1, f"expected one {selector} on the page, found {cell.count()}"
-    return int(cell.inner_text().strip())
+def cells(page: Page, selector: str) -> list[tuple[dict[str, str], str]]:
+    """Every element matching ``selector``: its data-* attributes and its text."""
+    found: list[tuple[dict[str, str], str]] = page.eval_on_selector_all(
+        selector,
+        "els => els.map(e => [Object.assign({}, e.dataset), e.innerText.trim()])",
+    )
+    return found
 
 
 # ----------------------------------------------------------------------------- what the parts say
 
 
 class Truth:
-    """Kafka and PostgreSQL read directly, the way an operator would check the page."""
+    """Kafka, PostgreSQL, Connect and the workers read directly, as an operator would check."""
 
-    def __init__(self, s: Settings) -> None:
+    def __init__(self, s: Settings, operator: dict[str, str]) -> None:
         self.s = s
+        self.operator = operator
         self.admin = KafkaAdminClient(
             bootstrap_servers=s.kafka_bootstrap_servers, request_timeout_ms=10_000
         )
@@ -71,17 +102,26 @@ class Truth:
     def topics(self) -> set[str]:
         return {t["name"] for t in self.admin.describe_topics() if not t.get("is_internal")}
 
-    def ends(self, topics: list[str]) -> dict[tuple[str, int], int]:
+    def ends(self, topics: set[str]) -> dict[tuple[str, int], int]:
         tps = [
             TopicPartition(t, p)
-            for t in topics
+            for t in sorted(topics)
             for p in sorted(self.consumer.partitions_for_topic(t) or [])
         ]
         return {(tp.topic, tp.partition): o for tp, o in self.consumer.end_offsets(tps).items()}
 
-    def committed(self) -> dict[tuple[str, int], int]:
-        found = self.admin.list_group_offsets({GROUP: None})[GROUP]
-        return {(tp.topic, tp.partition): o.offset for tp, o in found.items()}
+    def committed(self) -> dict[tuple[str, str, int], int]:
+        """(group, topic, partition) -> committed offset, for every group."""
+        groups = [str(g["group_id"]) for g in self.admin.list_groups()]
+        found = self.admin.list_group_offsets({g: None for g in groups}) if groups else {}
+        return {
+            (group, tp.topic, tp.partition): o.offset
+            for group, offsets in found.items()
+            for tp, o in offsets.items()
+        }
+
+    def members(self, group: str) -> int:
+        return len(self.admin.describe_groups([group])[group]["members"])
 
     def pg(self) -> dict[str, Any]:
         """Current WAL position, each slot's confirmed position, each replica's replay position
@@ -109,134 +149,263 @@ class Truth:
         url = f"{self.s.kafka_connect_url}/connectors/{self.s.cdc_connector_name}/status"
         return requests.get(url, timeout=10).json()
 
-    def recent_event_ids(self, per_partition: int = 200) -> set[str]:
-        import json
+    def worker_partitions(self, url: str) -> list[int]:
+        """The partitions a worker says it actively owns (its own view, not Kafka's)."""
+        r = requests.get(f"{url}/pending/?limit=0", timeout=10, headers=self.operator)
+        assert r.status_code == 200, f"worker at {url}: HTTP {r.status_code} {r.text[:200]}"
+        return sorted(r.json()["partitions"])
 
-        topic = self.s.status_topic
-        ends = self.ends([topic])
-        tps = [TopicPartition(topic, p) for (_, p) in ends]
-        self.consumer.assign(tps)
-        for tp in tps:
-            self.consumer.seek(tp, max(0, ends[(topic, tp.partition)] - per_partition))
-        ids: set[str] = set()
-        remaining = {tp.partition for tp in tps if ends[(topic, tp.partition)] > 0}
-        for _ in range(100):
-            if not remaining:
-                break
-            for tp, records in self.consumer.poll(timeout_ms=500).items():
-                for r in records:
-                    ids.add(json.loads(r.value)["event_id"])
-                    if r.offset >= ends[(topic, tp.partition)] - 1:
-                        remaining.discard(tp.partition)
-        assert not remaining, f"could not read the end of {topic} partitions {remaining}"
-        return ids
+    def record(self, topic: str, partition: int, offset: int) -> dict[str, Any]:
+        """The status event at ``offset`` of ``partition``, its key and its JSON value."""
+        tp = TopicPartition(topic, partition)
+        self.consumer.assign([tp])
+        self.consumer.seek(tp, offset)
+        for _ in range(40):
+            for r in self.consumer.poll(timeout_ms=500).get(tp, []):
+                if r.offset == offset:
+                    return {"key": r.key.decode(), **json.loads(r.value)}
+        raise AssertionError(f"no record at {topic}/{partition}@{offset}")
 
 
 @pytest.fixture(scope="module")
-def truth(s: Settings) -> Iterator[Truth]:
-    t = Truth(s)
+def truth(s: Settings, operator: dict[str, str]) -> Iterator[Truth]:
+    t = Truth(s, operator)
     yield t
     t.close()
 
 
-# ----------------------------------------------------------------------------- the tests
+# ----------------------------------------------------------------------------- payments -> events
 
 
-def test_ops_page_shows_what_kafka_and_postgres_say(
-    browser: Browser, truth: Truth, s: Settings
+def create(client: requests.Session, amount: int) -> dict[str, Any]:
+    r = client.post(
+        f"{API}/payments",
+        timeout=30,
+        headers={"Idempotency-Key": f"e2e-ops-{uuid4()}"},
+        json={"amount_minor": amount, "currency": "eur", "metadata": {"e2e": "ops"}},
+    )
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def ops_json(operator: dict[str, str]) -> dict[str, Any]:
+    r = requests.get(f"{API}/ops.json", headers=operator, timeout=30)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+@pytest.fixture(scope="module")
+def made(
+    client: requests.Session, s: Settings, operator: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Three payments made through the API and moved by Stripe's side (paid, declined) and by
+    the API (canceled); what each one's status event must say; and the first /ops.json that
+    shows all three events (the test fails if they never show up)."""
+    stripe = support_api.LocalStripe(s)
+    paid, declined, canceled = create(client, 1999), create(client, 2501), create(client, 307)
+    status, intent = stripe.pay(paid["provider_payment_id"], SUCCEEDS)
+    assert status == 200 and intent["status"] == "succeeded", intent
+    status, error = stripe.pay(declined["provider_payment_id"], DECLINED_WHEN_CHARGED)
+    assert status == 402, error
+    r = client.post(f"{API}/payments/{canceled['id']}/cancel", timeout=30)
+    assert r.status_code == 200, r.text
+    # What Stripe's side of the story says each payment's one status change is. A cancel asked
+    # through the API may be recorded by the API or, first, by Stripe's canceled webhook.
+    expected = {
+        paid["id"]: ("succeeded", {"webhook"}, 1999),
+        declined["id"]: ("failed", {"webhook"}, 2501),
+        canceled["id"]: ("canceled", {"api", "webhook"}, 307),
+    }
+
+    def ours_on_the_page() -> dict[str, Any] | None:
+        snap = ops_json(operator)
+        events = snap["sections"]["events"]
+        assert events["ok"], events["error"]
+        shown = {e.get("payment_id") for e in events["data"]}
+        return snap if set(expected) <= shown else None
+
+    deadline = time.monotonic() + 90
+    snap = ours_on_the_page()
+    while snap is None and time.monotonic() < deadline:
+        time.sleep(1)
+        snap = ours_on_the_page()
+    if snap is None:
+        seen = ops_json(operator)["sections"]["events"]["data"]
+        pytest.fail(f"the status events of {sorted(expected)} never reached /ops.json: {seen}")
+    return expected, snap
+
+
+def test_payments_made_through_the_api_show_up_as_the_latest_status_events(
+    made: tuple[dict[str, Any], dict[str, Any]], s: Settings, truth: Truth
 ) -> None:
-    watched = [s.cdc_payments_topic, s.status_topic]
-    topics_before = truth.topics()
-    ends_before, committed_before = truth.ends(watched), truth.committed()
-    pg_before, connector_before = truth.pg(), truth.connector()
+    expected, snap = made
+    rows = snap["sections"]["events"]["data"]
+    assert len(expected) <= len(rows) <= 5
+    # newest first (broker time, then offset)
+    assert [(e["timestamp"], e["offset"]) for e in rows] == sorted(
+        ((e["timestamp"], e["offset"]) for e in rows), reverse=True
+    )
+    for row in rows:  # every row is the record Kafka holds at that place
+        record = truth.record(s.status_topic, row["partition"], row["offset"])
+        for name in (
+            "event_id",
+            "payment_id",
+            "previous_status",
+            "status",
+            "source",
+            "amount_minor",
+            "currency",
+            "version",
+            "occurred_at",
+        ):
+            assert row[name] == record[name], (name, row, record)
+        assert row["key"] == record["key"] == record["payment_id"]
+        assert row["event_id"] == f"{row['payment_id']}:{row['version']}"
+    for payment_id, (status_to, sources, amount) in expected.items():
+        (row,) = [e for e in rows if e["payment_id"] == payment_id]
+        assert (row["previous_status"], row["status"]) == ("pending", status_to), row
+        assert row["source"] in sources, row
+        assert (row["amount_minor"], row["currency"]) == (amount, "eur"), row
 
-    page = open_ops(browser, API, s)
+
+# ----------------------------------------------------------------------------- the page
+
+
+def test_ops_page_shows_what_kafka_postgres_connect_and_the_workers_say(
+    browser: Browser,
+    truth: Truth,
+    s: Settings,
+    operator: dict[str, str],
+    made: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    topics_before = truth.topics()
+    ends_before, committed_before = truth.ends(topics_before), truth.committed()
+    pg_before, connector_before = truth.pg(), truth.connector()
+    members_before = truth.members(s.worker_app_id)
+
+    page = open_ops(browser, API, operator)
 
     pg_after, connector_after = truth.pg(), truth.connector()
-    ends_after, committed_after = truth.ends(watched), truth.committed()
     topics_after = truth.topics()
-    event_ids = truth.recent_event_ids()
+    committed_after, ends_after = truth.committed(), truth.ends(topics_after)
+    members_after = truth.members(s.worker_app_id)
 
     # Every section could be read: the whole stack is up.
     for section in ["topics", "events", "consumer_groups", "connector", "slots", "replicas"]:
         box = page.locator(f"#section-{section}")
         assert box.get_attribute("data-ok") == "true", box.inner_text()
 
-    # Topics: the page lists every topic Kafka has, and each end offset lies within what Kafka
-    # said before and after (end offsets only grow).
-    shown = {
-        page.locator("tr.topic").nth(i).get_attribute("data-topic")
-        for i in range(page.locator("tr.topic").count())
-    }
+    # Topics: the page lists every topic Kafka has, and every end offset it shows lies within
+    # what Kafka said before and after (end offsets only grow; a topic made in between had 0).
+    shown = {attrs["topic"] for attrs, _ in cells(page, "tr.topic")}
     assert topics_before <= shown <= topics_after
-    for (topic, partition), before in ends_before.items():
-        value = number(page, f'.end-offset[data-topic="{topic}"][data-partition="{partition}"]')
-        assert before <= value <= ends_after[(topic, partition)], (topic, partition)
+    offsets = cells(page, ".end-offset")
+    assert len(offsets) == len(ends_after)
+    for attrs, text in offsets:
+        key = (attrs["topic"], int(attrs["partition"]))
+        assert ends_before.get(key, 0) <= int(text) <= ends_after[key], (key, text)
 
-    # Consumer lag of the worker's group, per partition: end minus committed, both moving forward.
-    for (topic, partition), committed in committed_before.items():
-        if (topic, partition) not in ends_before:
-            continue
-        value = number(
-            page,
-            f'.partition-lag[data-group="{GROUP}"][data-topic="{topic}"]'
-            f'[data-partition="{partition}"]',
-        )
-        low = max(0, ends_before[(topic, partition)] - committed_after[(topic, partition)])
-        high = ends_after[(topic, partition)] - committed
-        assert low <= value <= high, (topic, partition, low, value, high)
-    total = number(page, f'.group-lag[data-group="{GROUP}"]')
-    parts = page.locator(f'.partition-lag[data-group="{GROUP}"]')
-    assert total == sum(int(parts.nth(i).inner_text()) for i in range(parts.count()))
+    # Consumer lag, every partition of every group the page shows: end minus committed, both
+    # moving forward. A partition first committed between the reads had nothing committed.
+    lags = cells(page, ".partition-lag")
+    assert lags, "the page shows no consumer lag at all"
+    for attrs, text in lags:
+        key = (attrs["group"], attrs["topic"], int(attrs["partition"]))
+        tp = key[1:]
+        assert key in committed_after, f"{key} on the page but not committed in Kafka"
+        low = max(0, ends_before.get(tp, 0) - committed_after[key])
+        high = ends_after[tp] - committed_before.get(key, 0)
+        assert low <= int(text) <= high, (key, low, text, high)
+    for attrs, text in cells(page, ".group-lag"):
+        parts = [int(t) for a, t in lags if a["group"] == attrs["group"]]
+        assert text == ("—" if not parts else str(sum(parts))), (attrs, text)
 
     # Replication slots: lag = current WAL minus the slot's confirmed position.
+    slots = cells(page, ".slot-lag")
+    assert {a["slot"] for a, _ in slots} == set(pg_before["slots"]) == set(pg_after["slots"])
     assert "debezium_payments" in pg_before["slots"]
-    for slot, confirmed_before in pg_before["slots"].items():
-        if slot not in pg_after["slots"]:
-            continue
-        value = number(page, f'.slot-lag[data-slot="{slot}"]')
+    for attrs, text in slots:
+        slot = attrs["slot"]
         low = max(0, pg_before["lsn"] - pg_after["slots"][slot])
-        high = pg_after["lsn"] - confirmed_before
-        assert low <= value <= high, (slot, low, value, high)
+        high = pg_after["lsn"] - pg_before["slots"][slot]
+        assert low <= int(text) <= high, (slot, low, text, high)
 
-    # Replicas: replay lag in bytes, from pg_stat_replication on the primary.
-    assert {"replica1", "replica2"} <= set(pg_before["replicas"])
-    for name, (pid, replayed_before) in pg_before["replicas"].items():
-        if name.startswith("Debezium") or pg_after["replicas"].get(name, (None,))[0] != pid:
-            continue
-        value = number(page, f'.replay-lag-bytes[data-replica="{name}"]')
-        low = max(0, pg_before["lsn"] - pg_after["replicas"][name][1])
-        high = pg_after["lsn"] - replayed_before
-        assert low <= value <= high, (name, low, value, high)
-
-    # The connector's state, as Connect's REST API says it.
-    if connector_before["connector"]["state"] == connector_after["connector"]["state"]:
-        assert (
-            page.locator("#connector-state").inner_text() == connector_after["connector"]["state"]
+    # Replicas: replay lag in bytes, from pg_stat_replication on the primary; the same
+    # walsender (pid) before and after, or the bounds mean nothing.
+    replicas = cells(page, ".replay-lag-bytes")
+    assert {a["replica"] for a, _ in replicas} == {"replica1", "replica2"}
+    for attrs, text in replicas:
+        name = attrs["replica"]
+        (pid, replayed_before), (pid_after, replayed_after) = (
+            pg_before["replicas"][name],
+            pg_after["replicas"][name],
         )
+        assert pid == pid_after, f"{name} reconnected while the page was read"
+        low = max(0, pg_before["lsn"] - replayed_after)
+        high = pg_after["lsn"] - replayed_before
+        assert low <= int(text) <= high, (name, low, text, high)
 
-    # The latest status events are real records of the topic.
-    rows = page.locator("tr.event")
-    shown_ids = [rows.nth(i).get_attribute("data-event-id") for i in range(rows.count())]
-    events_before = sum(n for (topic, _), n in ends_before.items() if topic == s.status_topic)
-    assert min(5, events_before) <= len(shown_ids) <= 5
-    assert set(shown_ids) <= event_ids
+    # The connector and each of its tasks, as Connect's REST API says them.
+    assert connector_before["connector"]["state"] == connector_after["connector"]["state"]
+    assert page.locator("#connector-state").inner_text() == connector_after["connector"]["state"]
+    tasks = cells(page, "tr.task")
+    assert {int(a["task"]) for a, _ in tasks} == {t["id"] for t in connector_after["tasks"]}
+    for attrs, text in tasks:
+        (state,) = [t["state"] for t in connector_after["tasks"] if t["id"] == int(attrs["task"])]
+        assert text.endswith(state), (attrs, text)
 
-    # The worker's pending count is shown as a number.
+    # The latest status events are records of the topic (the payments test checks each field).
+    events = cells(page, "tr.event")
+    status_ends = sum(n for (topic, _), n in ends_before.items() if topic == s.status_topic)
+    assert status_ends >= len(made[0])  # the payments made above have their events
+    assert len(events) == 5 if status_ends >= 5 else len(events) == status_ends
+    for attrs, _ in events:
+        record = truth.record(s.status_topic, int(attrs["partition"]), int(attrs["offset"]))
+        assert attrs["eventId"] == record["event_id"], (attrs, record)
+
+    # Workers: one row per member of the worker group; the partitions each row shows as
+    # active are the ones that worker says it owns, and together they cover the change topic.
+    assert members_before == members_after, "the worker group changed while the page was read"
     assert page.locator("#section-worker").get_attribute("data-ok") == "true"
-    assert number(page, ".pending-count") >= 0
+    assert page.locator("#workers-found-in").get_attribute("data-found-in") == "group"
+    workers = cells(page, "tr.worker")
+    assert len(workers) == members_after
+    urls = [a["workerUrl"] for a, _ in workers]
+    assert len(set(urls)) == len(urls)
+    covered: list[int] = []
+    for attrs, text in cells(page, ".active-partitions"):
+        shown_active = [int(p) for p in text.split(",")] if text != "—" else []
+        assert shown_active == truth.worker_partitions(attrs["workerUrl"]), (attrs, text)
+        covered += shown_active
+    partitions = {p for (topic, p) in ends_after if topic == s.cdc_payments_topic}
+    assert sorted(covered) == sorted(partitions)
+    for attrs, text in cells(page, ".open-count"):
+        assert int(text) >= 0, (attrs, text)
     page.close()
 
 
+def test_the_operator_endpoints_want_the_operator_credential(operator: dict[str, str]) -> None:
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"ops:not-the-password").decode()}
+    for path in ("/ops", "/ops.json", "/metrics"):
+        for headers in ({}, wrong):
+            r = requests.get(f"{API}{path}", headers=headers, timeout=30)
+            assert r.status_code == 401, (path, r.status_code)
+            assert r.headers["Content-Type"] == "application/problem+json"
+            assert r.headers["WWW-Authenticate"] == 'Basic realm="payments-ops"'
+        assert requests.get(f"{API}{path}", headers=operator, timeout=30).status_code == 200
+
+
 def test_connect_unreachable_is_named_with_the_reason_and_the_rest_still_shows(
-    browser: Browser, s: Settings
+    browser: Browser, s: Settings, operator: dict[str, str]
 ) -> None:
     closed = support_api.free_port()  # nothing listens there
     settings = support_api.settings(kafka_connect_url=f"http://127.0.0.1:{closed}")
     app = api.create_app(settings)
     try:
         with support_api.serve(app) as base:
-            page = open_ops(browser, base, settings)
+            page = open_ops(browser, base, operator)
             connector = page.locator("#section-connector")
             assert connector.get_attribute("data-ok") == "false"
             assert "UNAVAILABLE" in connector.locator(".status").inner_text()
@@ -244,12 +413,12 @@ def test_connect_unreachable_is_named_with_the_reason_and_the_rest_still_shows(
             assert f"Kafka Connect at http://127.0.0.1:{closed} unreachable" in error
             assert "Connection refused" in error
             assert page.locator("#overall").inner_text() == "DEGRADED"
-            for other in ["topics", "consumer_groups", "slots", "replicas"]:
+            for other in ["topics", "consumer_groups", "slots", "replicas", "worker"]:
                 assert page.locator(f"#section-{other}").get_attribute("data-ok") == "true"
             assert page.locator(f'tr.topic[data-topic="{s.cdc_payments_topic}"]').count() == 1
             page.close()
 
-            r = requests.get(f"{base}/ops.json", headers=_headers(settings), timeout=30)
+            r = requests.get(f"{base}/ops.json", headers=operator, timeout=30)
             assert r.status_code == 200
             sections = r.json()["sections"]
             assert sections["connector"]["ok"] is False

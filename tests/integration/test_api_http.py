@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 from uuid import UUID, uuid4
 
@@ -26,9 +27,13 @@ BODY = {
 }
 
 
+# /metrics wants an operator credential (Basic); this module's app has its own.
+OPERATOR = {"Authorization": "Basic " + base64.b64encode(b"ops:it-operator").decode()}
+
+
 @pytest.fixture(scope="module")
 def app(s: Settings, repo: PostgresRepository) -> Flask:
-    return create_app(s)
+    return create_app(s.model_copy(update={"operator_credentials": "ops:it-operator"}))
 
 
 @pytest.fixture
@@ -205,8 +210,8 @@ def test_health_ready_and_metrics(client: FlaskClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.json
     assert set(ready.json["checks"]) == {"primary", "replicas"}
-    text = client.get("/metrics").data.decode()
-    assert "payments_by_status" in text
+    text = client.get("/metrics", headers=OPERATOR).data.decode()
+    assert "payments_created_total" in text
     assert 'stripe_calls_total{operation="create_intent",outcome="ok"}' in text
 
 

@@ -1,5 +1,6 @@
 """The Flask app over in-memory fakes: HTTP shapes, problems, auth, limits, docs, metrics."""
 
+import base64
 import hashlib
 import hmac
 import json
@@ -170,8 +171,9 @@ def test_api_keys_guard_everything_but_open_endpoints(
     assert r.headers["WWW-Authenticate"] == "Bearer"
     assert post(client, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert post(client, headers={"Authorization": "Bearer secret-2"}).status_code == 201
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
         assert client.get(path).status_code == 200, path
+    # /metrics wants the operator credential instead (tests/unit/test_ops_api.py)
     assert client.post("/webhooks/stripe", data="{}").status_code == 400  # not 401
 
 
@@ -226,7 +228,8 @@ def test_webhook_applies_once_and_rejects_bad_signatures(client: FlaskClient) ->
     assert "timestamp" in stale.json["detail"].lower()
 
 
-def test_openapi_docs_and_metrics(client: FlaskClient) -> None:
+def test_openapi_docs_and_metrics(repo: FakePaymentRepository, stripe: FakeStripeGateway) -> None:
+    client = make_app(repo, stripe, operator_credentials="ops:pw").test_client()
     spec = client.get("/openapi.json").json
     assert spec["openapi"].startswith("3.1")
     assert "/payments/{payment_id}/cancel" in spec["paths"]
@@ -236,9 +239,10 @@ def test_openapi_docs_and_metrics(client: FlaskClient) -> None:
     assert b"POST /payments" in docs.data
     assert b"<script" not in docs.data
     post(client)
-    text = client.get("/metrics").data.decode()
+    operator = {"Authorization": "Basic " + base64.b64encode(b"ops:pw").decode()}
+    text = client.get("/metrics", headers=operator).data.decode()
     assert 'http_requests_total{endpoint="/payments",method="POST",status="201"} 1.0' in text
-    assert 'payments_by_status{status="pending"} 1.0' in text
+    assert "payments_created_total 1.0" in text
 
 
 def test_database_outage_is_503_with_retry_after(
