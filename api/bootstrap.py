@@ -10,7 +10,8 @@ from api.emitted import InMemoryStatusEvents, KafkaStatusEvents, StatusEventSour
 from api.metrics import OPS_REFRESH_SECONDS, Metrics, OpsGauges
 from ops.snapshot import BackgroundSnapshot, Observer, build_observer
 from payments.adapters.postgres.pools import check_each_host
-from payments.bootstrap import Core, bootstrap
+from payments.bootstrap import bootstrap
+from payments.ports import PaymentGateway, PaymentRepository
 from payments.service import PaymentService
 from payments.settings import Settings
 
@@ -54,28 +55,34 @@ def _metrics(observer: Observer | None) -> tuple[Metrics, list[Callable[[], None
 
 
 def build_api_services(
-    settings: Settings, *, core: Core | None = None, observer: Observer | None = None
+    settings: Settings,
+    *,
+    repository: PaymentRepository | None = None,
+    gateway: PaymentGateway | None = None,
+    observer: Observer | None = None,
 ) -> ApiServices:
-    """The real wiring; or, with ``core`` (tests and the intake benchmark hand in a core built
-    over fakes or a fake Stripe), the views over that core and nothing else connected but the
-    ``observer`` handed in, if any."""
-    if core is not None:
-        metrics, stop = _metrics(observer)
-        # Count what the API does (payments stored, transitions applied) where it does it.
-        core.service.repo = metrics.counting(core.service.repo)
-        return ApiServices(
-            settings,
-            core.service,
-            metrics,
-            {"primary": lambda: "ok"},
-            [core.close, *stop],
-            observer,
-        )
-    # Kafka, Connect, the workers and the primary's replication views; connects lazily.
-    observer = build_observer(settings)
+    """The real wiring, or the same views over a repository and gateway handed in (tests hand
+    in fakes: then nothing connects but the ``observer`` handed in, if any; the intake
+    benchmark hands in a fake Stripe only)."""
+    own_database = repository is None
+    if own_database and observer is None:
+        # Kafka, Connect, the workers and the primary's replication views; connects lazily.
+        observer = build_observer(settings)
     metrics, stop = _metrics(observer)
-    core = bootstrap(settings, role="api", stripe_observer=metrics.observe_stripe)
-    core.service.repo = metrics.counting(core.service.repo)
+    # Count what the API does (payments stored, transitions applied) where it does it.
+    core = bootstrap(
+        settings,
+        role="api",
+        repository=repository,
+        gateway=gateway,
+        stripe_observer=metrics.observe_stripe,
+        wrap_repository=metrics.counting,
+    )
+    closers: list[Callable[[], None]] = [*stop, core.close]
+    if not own_database:
+        return ApiServices(
+            settings, core.service, metrics, {"primary": lambda: "ok"}, closers, observer
+        )
     repo = core.repository
     readiness: dict[str, Callable[[], str]] = {"primary": _check(repo.ping)}
     if settings.database_read_url:
@@ -87,7 +94,8 @@ def build_api_services(
             return "ok" if not bad else "; ".join(f"{h} {r}" for h, r in bad.items())
 
         readiness["replicas"] = each_replica
-    closers: list[Callable[[], None]] = [*stop, core.close, observer.close]
+    if observer is not None:
+        closers.append(observer.close)
     status_events = KafkaStatusEvents(settings)  # connects on first use
     closers.append(status_events.close)
     return ApiServices(

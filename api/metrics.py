@@ -25,11 +25,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from ops.snapshot import BackgroundSnapshot
-from payments.domain.status import Source, Status
 from payments.ports import (
     InsertResult,
     NewPayment,
     PaymentRepository,
+    ProviderEvent,
+    StatusChange,
     TransitionResult,
     WebhookResult,
 )
@@ -220,16 +221,21 @@ class CountingRepository:
             self._metrics.payments_created.inc()
         return result
 
-    def transition(
-        self, payment_id: UUID, to: Status, *, source: Source, **kwargs: Any
-    ) -> TransitionResult:
-        result = self._inner.transition(payment_id, to, source=source, **kwargs)
+    def transition(self, payment_id: UUID, change: StatusChange) -> TransitionResult:
+        result = self._inner.transition(payment_id, change)
         if result.applied:
-            self._metrics.transitions.labels(to.value, source.value).inc()
+            self._metrics.transitions.labels(change.to.value, change.source.value).inc()
         return result
 
-    def apply_webhook(self, **kwargs: Any) -> WebhookResult:
-        result = self._inner.apply_webhook(**kwargs)
-        if result.transition is not None and result.transition.applied and kwargs.get("to"):
-            self._metrics.transitions.labels(Status(kwargs["to"]).value, Source.WEBHOOK).inc()
+    def apply_webhook(
+        self,
+        event: ProviderEvent,
+        payload: Mapping[str, Any],
+        change: StatusChange | None,
+        *,
+        handled: bool = True,
+    ) -> WebhookResult:
+        result = self._inner.apply_webhook(event, payload, change, handled=handled)
+        if change is not None and result.transition is not None and result.transition.applied:
+            self._metrics.transitions.labels(change.to.value, change.source.value).inc()
         return result

@@ -11,12 +11,11 @@ from flask import Flask
 
 from api import create_app as create_api
 from api.bootstrap import build_api_services
-from payments.bootstrap import bootstrap
 from payments.settings import Settings
 from tests.fakes import FakeStripeGateway
 
 
 def create_app() -> Flask:
     settings = Settings()
-    core = bootstrap(settings, role="api", gateway=FakeStripeGateway())
-    return create_api(settings, services=build_api_services(settings, core=core))
+    services = build_api_services(settings, gateway=FakeStripeGateway())
+    return create_api(settings, services=services)

@@ -61,13 +61,15 @@ def bootstrap(
     repository: PaymentRepository | None = None,
     gateway: PaymentGateway | None = None,
     stripe_observer: Callable[[str, str], None] | None = None,
+    wrap_repository: Callable[[PaymentRepository], PaymentRepository] | None = None,
 ) -> Core:
     """Real adapters from ``settings``, unless a repository or gateway is handed in.
 
     ``role`` sets what differs between processes: the API reads from the replicas and gives
     Stripe a shorter timeout and one retry (a request must end within gunicorn's timeout).
     Stripe calls take their tokens from one budget shared by every process (in PostgreSQL);
-    with a repository handed in, from an in-process bucket.
+    with a repository handed in, from an in-process bucket. ``wrap_repository`` decorates the
+    repository the use cases see (the API counts what it does through it).
     """
     closers: list[Callable[[], None]] = []
     budget: RateBudget = RateLimiter(settings.stripe_max_rps)
@@ -91,6 +93,8 @@ def bootstrap(
             else None,
             max_retries=min(settings.stripe_max_retries, 1) if api else None,
         )
+    if wrap_repository is not None:
+        repository = wrap_repository(repository)
     service = PaymentService(repository, gateway)
     reconciler = Reconciler(
         repository,

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from payments.domain.errors import InvalidRequest
-from payments.domain.intents import intent_outcome
+from payments.domain.intents import event_outcome, intent_outcome
 from payments.domain.money import Money
 from payments.domain.payment import IntentFacts, Payment
 from payments.domain.status import Source, Status
@@ -112,19 +112,30 @@ class StatusChange:
 
     @classmethod
     def from_intent(
-        cls, intent: Intent, source: Source, provider_event_id: str | None = None
+        cls, intent: Intent, source: Source, event: ProviderEvent | None = None
     ) -> StatusChange | None:
-        """What Stripe's intent says, as a change; None while nothing final is known."""
-        target = intent.outcome()
+        """What Stripe says (the intent, in an event or retrieved), as a change; None while
+        nothing final is known."""
+        if event is None:
+            target = intent.outcome()
+        else:
+            target = event_outcome(
+                event.type,
+                intent.status,
+                failed_attempt=intent.failure_code is not None
+                or intent.failure_message is not None,
+                cancellation_reason=intent.cancellation_reason,
+            )
         if target is None:
             return None
+        failed = target is Status.FAILED
         return cls(
             target,
             source,
             intent,
-            provider_event_id,
-            intent.failure_code if target is Status.FAILED else None,
-            intent.failure_message if target is Status.FAILED else None,
+            event.id if event else None,
+            (intent.failure_code or "payment_failed") if failed else None,
+            intent.failure_message if failed else None,
         )
 
 

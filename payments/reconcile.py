@@ -202,7 +202,7 @@ class Reconciler:
             payment = by_intent.get(intent.id) or (by_id.get(named_id) if named_id else None)
             if payment is None:
                 continue  # not open (or not ours): nothing to do
-            result = self.service.apply_intent(payment.id, intent, Source.RECONCILER, event.id)
+            result = self.service.apply_intent(payment.id, intent, Source.RECONCILER, event)
             if result.outcome is TransitionOutcome.APPLIED:
                 report.applied += 1
             elif result.outcome is TransitionOutcome.FOREIGN_INTENT:

@@ -316,12 +316,12 @@ class PaymentService:
     # -- what Stripe says -------------------------------------------------------------------
 
     def apply_intent(
-        self, payment_id: UUID, intent: Intent, source: Source, event_id: str | None = None
+        self, payment_id: UUID, intent: Intent, source: Source, event: ProviderEvent | None = None
     ) -> TransitionResult:
         """Write what Stripe's intent says about a payment: its final status through the
         guarded transition, or only Stripe's own status while nothing is final. Only the
         payment's own intent is applied (the repository refuses any other)."""
-        change = StatusChange.from_intent(intent, source, event_id)
+        change = StatusChange.from_intent(intent, source, event)
         if change is None:
             return self.repo.record_provider_status(payment_id, intent)
         return self.repo.transition(payment_id, change)
@@ -334,7 +334,7 @@ class PaymentService:
         handled = event.type in HANDLED_EVENT_TYPES and intent is not None
         change = None
         if intent is not None and event.type in STATUS_EVENT_TYPES:
-            change = StatusChange.from_intent(intent, Source.WEBHOOK, event.id)
+            change = StatusChange.from_intent(intent, Source.WEBHOOK, event)
         result = self.repo.apply_webhook(event, payload, change, handled=handled)
         log.info(
             "webhook event",

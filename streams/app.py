@@ -15,7 +15,9 @@ import threading
 import time
 from base64 import b64decode
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import faust
 from faust.types import TP, EventT
@@ -385,6 +387,27 @@ class PaymentsWorker:
                         ],
                     }
                 )
+
+        @self.app.page("/open/{payment_id}/")
+        class OpenView(View):
+            """Whether this worker holds a payment open: ``?created_at=<ISO 8601>`` (the
+            payment's, as the API shows it) locates it in the age-keyed table."""
+
+            async def get(self, request: Request, payment_id: str) -> Response:
+                if not worker.authorized(request):
+                    return refused(self)
+                try:
+                    pid = UUID(payment_id)
+                    created = datetime.fromisoformat(request.query["created_at"]).timestamp()
+                except (KeyError, ValueError):
+                    return self.json(
+                        {"title": "Bad request", "detail": "a payment id and ?created_at= (ISO)"},
+                        status=400,
+                    )
+                entry = worker.open.find(pid, created)
+                if entry is None:
+                    return self.json({"payment_id": payment_id, "open": False}, status=404)
+                return self.json({"open": True, **entry.to_json()})
 
         @self.app.page("/reconcile/")
         class ReconcileView(View):

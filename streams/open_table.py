@@ -14,12 +14,20 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
+from uuid import UUID
 
 import faust
 from faust.types import TP
 
 from payments.domain.status import Status
-from streams.handlers import WITH_INTENT, WITHOUT_INTENT, Decision, OpenEntry, range_key
+from streams.handlers import (
+    WITH_INTENT,
+    WITHOUT_INTENT,
+    Decision,
+    OpenEntry,
+    entry_key,
+    range_key,
+)
 
 # Faust keeps its own bookkeeping row in every partition database.
 _OFFSET_KEY = b"__faust\x00offset__"
@@ -81,6 +89,16 @@ class OpenTable:
     def without_intent(self, created_before: float) -> Iterator[OpenEntry]:
         for _, entry in self._scan(WITHOUT_INTENT, 0.0, created_before):
             yield entry
+
+    def find(self, payment_id: UUID, created_at: float) -> OpenEntry | None:
+        """The entry of one payment, if this worker holds it open (active partitions only)."""
+        for with_intent in (True, False):
+            key = entry_key(payment_id, created_at, with_intent)
+            for partition in self.active_partitions():
+                for found, value in self._partition_items(partition, key, key + b"\x00"):
+                    if found == key:
+                        return OpenEntry.from_json(value)
+        return None
 
     def oldest(self, n: int) -> list[OpenEntry]:
         return [e for _, e in zip(range(n), self.created_between(0.0, 1e13), strict=False)]

@@ -81,7 +81,8 @@ def declare(app: faust.App, settings: Settings) -> tuple[Topics, Tables]:
         return app.Table(
             name,
             partitions=partitions,
-            schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+            # bytes keys are stored raw (Faust derives the serializer from the type); JSON values.
+            key_type=bytes,
             options=ROCKSDB_OPTIONS,
         )
 

@@ -19,7 +19,6 @@ from typing import Any
 from uuid import UUID
 
 from payments.adapters.stripe_gateway import creation_key
-from payments.bootstrap import Core, bootstrap
 from payments.domain.errors import Conflict, NotFound, ProviderDeclined, RetryableError
 from payments.domain.intents import STATUS_EVENT_TYPES
 from payments.domain.payment import IntentMatch, Payment
@@ -38,7 +37,6 @@ from payments.ports import (
     TransitionResult,
     WebhookResult,
 )
-from payments.settings import Settings
 
 
 def _now() -> datetime:
@@ -531,20 +529,6 @@ class FakeStripeGateway:
                 for i in self.intents.values()
                 if i.metadata.get("payment_id") == str(payment_id)
             ]
-
-
-def fake_core(
-    settings: Settings,
-    repository: FakePaymentRepository | None = None,
-    gateway: FakeStripeGateway | None = None,
-) -> Core:
-    """The composition root over in-memory fakes: nothing connects anywhere."""
-    return bootstrap(
-        settings,
-        role="api",
-        repository=repository or FakePaymentRepository(),
-        gateway=gateway or FakeStripeGateway(),
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -356,8 +356,10 @@ class StripeGateway:
     def _stream_pages(
         self, types: list[str], after: str | None, since: int
     ) -> Iterator[list[ProviderEvent]]:
-        """Pages oldest first. Real Stripe lists newest first: walk towards newer events with
-        ``ending_before``; the stand-in lists oldest first: walk with ``starting_after``."""
+        """Pages oldest first, in the list's own order (``created`` has one-second resolution:
+        never re-sort by it). Real Stripe lists newest first: walk towards newer events with
+        ``ending_before`` and reverse each page; the stand-in lists oldest first (insertion
+        order): walk with ``starting_after``."""
         action = f"listing {', '.join(types)} events"
         base: dict[str, Any] = {"limit": PAGE_SIZE}
         base.update({"types": types} if len(types) > 1 else {"type": types[0]})
@@ -372,7 +374,7 @@ class StripeGateway:
                 if not page.has_more or not page.data:
                     break
                 params = {**params, "starting_after": page.data[-1].id}
-            window.sort(key=lambda e: (e.created, e.id))
+            window.reverse()  # Stripe's own order, oldest first
             for start in range(0, len(window), PAGE_SIZE):
                 yield window[start : start + PAGE_SIZE]
             return
@@ -384,10 +386,9 @@ class StripeGateway:
             params["created"] = {"gt": since}
         while True:
             page = self._list_events(params, action)
-            events = sorted(
-                (ProviderEvent.from_dict(o.to_dict()) for o in page.data),
-                key=lambda e: (e.created, e.id),
-            )
+            events = [ProviderEvent.from_dict(o.to_dict()) for o in page.data]
+            if self._typed_events:
+                events.reverse()  # Stripe lists newest first, even walking towards newer
             if events:
                 yield events
             if not page.has_more or not events:

@@ -37,6 +37,8 @@ PROGRESS_EVENT_TYPES: tuple[str, ...] = (
     "payment_intent.requires_action",
 )
 HANDLED_EVENT_TYPES: tuple[str, ...] = STATUS_EVENT_TYPES + PROGRESS_EVENT_TYPES
+# An event of this type is a failed attempt, whatever its intent snapshot carries.
+FAILED_ATTEMPT_EVENT = "payment_intent.payment_failed"
 
 
 def intent_outcome(
@@ -56,3 +58,19 @@ def intent_outcome(
     if mapped is Status.CANCELED and cancellation_reason == EXPIRY_CANCELLATION_REASON:
         return Status.EXPIRED
     return mapped
+
+
+def event_outcome(
+    event_type: str,
+    intent_status: str,
+    *,
+    failed_attempt: bool = False,
+    cancellation_reason: str | None = None,
+) -> Status | None:
+    """Our status for a Stripe event about an intent: its intent's, where a
+    ``payment_intent.payment_failed`` is a failed attempt even if its snapshot lost the error."""
+    return intent_outcome(
+        intent_status,
+        failed_attempt=failed_attempt or event_type == FAILED_ATTEMPT_EVENT,
+        cancellation_reason=cancellation_reason,
+    )

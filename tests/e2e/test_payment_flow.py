@@ -118,6 +118,6 @@ def test_200_concurrent_posts_to_the_live_api_make_one_payment(
     assert len({a[1] for a in created}) == 1
     assert sum(1 for a in created if not a[2]) == 1
     (payment_id,) = {a[1] for a in created}
-    stored = repo.get_by_key(key)
-    assert stored is not None and str(stored.id) == payment_id
+    stored = repo.get(UUID(str(payment_id)))
+    assert stored is not None and stored.idempotency_key == key
     assert len(support_api.LocalStripe(s).intents_for(str(payment_id))) == 1

@@ -13,8 +13,7 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from payments.adapters.postgres.repository import PostgresRepository
-from payments.adapters.stripe_gateway import StripeGateway
-from payments.service import PaymentService
+from payments.bootstrap import bootstrap
 from payments.settings import Settings
 from tests import support_api
 
@@ -106,8 +105,8 @@ def test_200_concurrent_posts_with_one_key_make_one_row_and_one_intent(
     assert len(ids) == 1
     assert replayed.count(False) == 1  # exactly one request created it
     (payment_id,) = ids
-    stored = repo.get_by_key(key)
-    assert stored is not None and str(stored.id) == payment_id
+    stored = repo.get(UUID(payment_id))
+    assert stored is not None and stored.idempotency_key == key
     with repo.pool.connection() as conn:
         rows = conn.execute(
             "SELECT count(*) FROM payments WHERE idempotency_key = %s", (key,)
@@ -138,8 +137,11 @@ def test_stripe_unreachable_gives_202_then_worker_finishes(
     assert r.json["provider_payment_id"] is None
     assert "Stripe could not be reached" in r.json["pending_reason"]
     payment_id = UUID(r.json["id"])
-    service = PaymentService(repo, StripeGateway(s))
-    finished = service.finish_creation(payment_id)
+    worker = bootstrap(s, role="worker")  # as the worker's reconciler does
+    try:
+        finished = worker.service.finish_creation(payment_id)
+    finally:
+        worker.close()
     assert finished is not None and finished.provider_payment_id
     assert len(localstripe.intents_for(str(payment_id))) == 1
     # The client retrying with its key now gets the finished payment, no new intent.
@@ -225,3 +227,28 @@ def test_readyz_reports_a_dead_replica(s: Settings) -> None:
     r = create_app(dead).test_client().get("/readyz")
     assert r.status_code == 503
     assert "unreachable" in r.json["checks"]["replicas"]
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "says"),
+    [
+        (49, "usd", "minimum charge in USD is 0.50 USD"),
+        (1_235, "kwd", "last of the three decimals"),
+        (1_050, "isk", "whole units only"),
+    ],
+)
+def test_amounts_stripe_would_refuse_get_a_422_naming_the_field_and_store_nothing(
+    client: FlaskClient, repo: PostgresRepository, amount: int, currency: str, says: str
+) -> None:
+    key = f"money-{uuid4()}"
+    r = client.post(
+        "/payments",
+        json={"amount_minor": amount, "currency": currency},
+        headers={"Idempotency-Key": key},
+    )
+    assert r.status_code == 422, r.json
+    assert r.content_type.startswith("application/problem+json")
+    assert r.json["errors"][0]["field"] == "amount_minor" and says in r.json["detail"]
+    with repo.pool.connection() as conn:
+        found = conn.execute("SELECT 1 FROM payments WHERE idempotency_key = %s", (key,))
+        assert found.fetchone() is None

@@ -9,9 +9,17 @@ import pytest
 
 from payments.adapters.postgres.pools import make_pool
 from payments.adapters.postgres.repository import PostgresRepository
+from payments.domain.errors import Conflict
 from payments.domain.money import Money
 from payments.domain.status import Source, Status
-from payments.ports import NewPayment, PageCursor, TransitionOutcome
+from payments.ports import (
+    Intent,
+    NewPayment,
+    PageCursor,
+    ProviderEvent,
+    StatusChange,
+    TransitionOutcome,
+)
 from payments.settings import Settings
 from tests import support_api
 
@@ -36,41 +44,83 @@ def test_insert_is_idempotent_per_key(repo: PostgresRepository) -> None:
     assert second.creation_claimed_at is not None
 
 
+def intent(pid: UUID, intent_id: str, status: str, amount: int = 1000, **extra: object) -> Intent:
+    fields: dict[str, object] = {
+        "id": intent_id,
+        "status": status,
+        "amount": amount,
+        "currency": "usd",
+        "client_secret": None,
+        "payment_id": str(pid),
+        "failure_code": None,
+        "failure_message": None,
+        "created": 0,
+        **extra,
+    }
+    return Intent(**fields)  # type: ignore[arg-type]
+
+
 def test_guarded_transitions_and_exact_audit(repo: PostgresRepository) -> None:
     pid = new_payment(repo)
+    own = f"pi_{pid.hex}"
+    declined = intent(pid, own, "requires_payment_method", failure_code="card_declined")
     failed = repo.transition(
         pid,
-        Status.FAILED,
-        source=Source.WEBHOOK,
-        provider_event_id="e1",
-        failure_code="card_declined",
-        failure_message="declined",
+        StatusChange(Status.FAILED, Source.WEBHOOK, declined, "e1", "card_declined", "declined"),
     )
     assert failed.outcome is TransitionOutcome.APPLIED
     assert failed.previous_status is Status.PENDING
     assert failed.payment is not None and failed.payment.version == 2
-    noop = repo.transition(
-        pid, Status.FAILED, source=Source.RECONCILER, provider_status="requires_payment_method"
-    )
+    assert failed.payment.provider_payment_id == own, "the intent made for it is attached"
+    again = intent(pid, own, "requires_payment_method", failure_code="card_declined")
+    noop = repo.transition(pid, StatusChange(Status.FAILED, Source.RECONCILER, again))
     assert noop.outcome is TransitionOutcome.NOOP
-    assert noop.payment is not None
-    assert noop.payment.provider_status == "requires_payment_method"
-    won = repo.transition(pid, Status.SUCCEEDED, source=Source.WEBHOOK, provider_event_id="e2")
+    paid = intent(pid, own, "succeeded")
+    won = repo.transition(pid, StatusChange(Status.SUCCEEDED, Source.WEBHOOK, paid, "e2"))
     assert won.outcome is TransitionOutcome.APPLIED
-    refused = repo.transition(pid, Status.FAILED, source=Source.WEBHOOK, provider_event_id="e0")
-    assert refused.outcome is TransitionOutcome.REFUSED
-    assert refused.payment is not None and refused.payment.status is Status.SUCCEEDED
-    assert repo.transition(uuid4(), Status.FAILED, source=Source.API).outcome is (
-        TransitionOutcome.NOT_FOUND
-    )
+    late = repo.transition(pid, StatusChange(Status.FAILED, Source.WEBHOOK, declined, "e0"))
+    assert late.outcome is TransitionOutcome.REFUSED
+    assert late.payment is not None and late.payment.status is Status.SUCCEEDED
+    missing = repo.transition(uuid4(), StatusChange(Status.FAILED, Source.API))
+    assert missing.outcome is TransitionOutcome.NOT_FOUND
     trail = [
         (e.from_status, e.to_status, e.source, e.provider_event_id, e.version)
         for e in repo.events(pid)
     ]
     assert trail == [
         (Status.PENDING, Status.FAILED, Source.WEBHOOK, "e1", 2),
-        (Status.FAILED, Status.SUCCEEDED, Source.WEBHOOK, "e2", 4),
+        (Status.FAILED, Status.SUCCEEDED, Source.WEBHOOK, "e2", 3),
     ]
+
+
+def test_only_the_payments_own_intent_moves_it_in_sql(repo: PostgresRepository) -> None:
+    """The ownership rule is in the UPDATE's WHERE clause, not only in Python."""
+    pid = new_payment(repo)
+    own = f"pi_{pid.hex}"
+    repo.release_creation(pid)
+    attached = repo.attach_intent(pid, intent(pid, own, "requires_payment_method"))
+    assert attached.provider_payment_id == own
+    foreign = repo.transition(
+        pid, StatusChange(Status.SUCCEEDED, Source.WEBHOOK, intent(pid, "pi_other", "succeeded"))
+    )
+    assert foreign.outcome is TransitionOutcome.FOREIGN_INTENT
+    assert "pi_other" in foreign.reason and own in foreign.reason
+    other_money = repo.transition(
+        pid, StatusChange(Status.SUCCEEDED, Source.WEBHOOK, intent(pid, own, "succeeded", 999))
+    )
+    assert other_money.outcome is TransitionOutcome.FOREIGN_INTENT
+    stored = repo.get(pid)
+    assert stored is not None and stored.status is Status.PENDING and repo.events(pid) == []
+
+    fresh = new_payment(repo)  # no intent yet
+    stranger = intent(fresh, "pi_stranger", "succeeded", 5)  # names it, other money
+    refused = repo.transition(fresh, StatusChange(Status.SUCCEEDED, Source.WEBHOOK, stranger))
+    assert refused.outcome is TransitionOutcome.FOREIGN_INTENT
+    elsewhere = intent(uuid4(), "pi_elsewhere", "succeeded")  # names another payment
+    refused = repo.transition(fresh, StatusChange(Status.SUCCEEDED, Source.WEBHOOK, elsewhere))
+    assert refused.outcome is TransitionOutcome.FOREIGN_INTENT
+    row = repo.get(fresh)
+    assert row is not None and row.provider_payment_id is None and row.status is Status.PENDING
 
 
 def test_racing_final_transitions_one_wins(repo: PostgresRepository) -> None:
@@ -86,7 +136,7 @@ def test_racing_final_transitions_one_wins(repo: PostgresRepository) -> None:
             barrier: threading.Barrier = barrier,
         ) -> None:
             barrier.wait()
-            outcomes.append(repo.transition(pid, to, source=Source.WEBHOOK).outcome)
+            outcomes.append(repo.transition(pid, StatusChange(to, Source.WEBHOOK)).outcome)
 
         targets = [Status.SUCCEEDED, Status.CANCELED, Status.EXPIRED] * 2
         threads = [threading.Thread(target=go, args=(t,)) for t in targets]
@@ -100,50 +150,45 @@ def test_racing_final_transitions_one_wins(repo: PostgresRepository) -> None:
 
 def test_intent_attach_and_creation_claim(repo: PostgresRepository) -> None:
     pid = new_payment(repo)
+    own = f"pi_{pid.hex}"
     assert repo.claim_creation(pid, lease_seconds=60) is None  # the inserter holds it
     repo.release_creation(pid)
     claimed = repo.claim_creation(pid, lease_seconds=60)
     assert claimed is not None
     assert repo.claim_creation(pid, lease_seconds=60) is None
-    attached = repo.attach_intent(
-        pid,
-        provider_payment_id=f"pi_{pid.hex}",
-        provider_status="requires_payment_method",
-        client_secret="cs",
-    )
-    assert attached.provider_payment_id == f"pi_{pid.hex}"
-    again = repo.attach_intent(
-        pid,
-        provider_payment_id=f"pi_{pid.hex}",
-        provider_status="requires_payment_method",
-        client_secret=None,
-    )
+    made = intent(pid, own, "requires_payment_method", client_secret="cs")
+    attached = repo.attach_intent(pid, made)
+    assert attached.provider_payment_id == own
+    again = repo.attach_intent(pid, intent(pid, own, "requires_payment_method"))
     assert again.client_secret == "cs"
-    with pytest.raises(Exception, match="already has intent"):
-        repo.attach_intent(
-            pid, provider_payment_id="pi_other", provider_status="x", client_secret=None
-        )
+    with pytest.raises(Conflict, match="not payment"):
+        repo.attach_intent(pid, intent(pid, "pi_other", "requires_payment_method"))
     assert repo.claim_creation(pid, lease_seconds=0) is None
-    assert repo.get_by_provider_id(f"pi_{pid.hex}") == repo.get(pid)
+    assert repo.open_payments_by_intent([own]) == {own: repo.get(pid)}
 
 
 def test_webhook_inbox_dedupes_in_one_transaction(repo: PostgresRepository) -> None:
     pid = new_payment(repo)
     event_id = f"evt_{uuid4().hex}"
-    kwargs = dict(
-        event_id=event_id,
-        event_type="payment_intent.succeeded",
-        payload={"id": event_id},
-        payment_id=pid,
-        provider_payment_id=None,
-        to=Status.SUCCEEDED,
-        provider_status="succeeded",
-    )
-    first = repo.apply_webhook(**kwargs)  # type: ignore[arg-type]
-    second = repo.apply_webhook(**kwargs)  # type: ignore[arg-type]
+    paid = intent(pid, f"pi_{pid.hex}", "succeeded")
+    event = ProviderEvent(event_id, "payment_intent.succeeded", 1, paid)
+    change = StatusChange(Status.SUCCEEDED, Source.WEBHOOK, paid, event_id)
+    first = repo.apply_webhook(event, {"id": event_id}, change)
+    second = repo.apply_webhook(event, {"id": event_id}, change)
     assert (first.duplicate, first.outcome) == (False, "applied")
     assert (second.duplicate, second.outcome) == (True, "duplicate")
     assert len(repo.events(pid)) == 1
+
+    forged_id = f"evt_{uuid4().hex}"
+    forged = ProviderEvent(
+        forged_id, "payment_intent.succeeded", 1, intent(pid, "pi_x", "succeeded")
+    )
+    refused = repo.apply_webhook(
+        forged, {"id": forged_id}, StatusChange(Status.SUCCEEDED, Source.WEBHOOK, forged.intent)
+    )
+    assert refused.outcome == "foreign_intent" and refused.reason
+    kept = [w for w in repo.webhooks(pid) if w.event_id == forged_id]
+    assert [(w.outcome, bool(w.reason)) for w in kept] == [("foreign_intent", True)]
 
 
 def test_keyset_pages_and_cursors(repo: PostgresRepository, s: Settings) -> None:
@@ -167,22 +212,24 @@ def test_keyset_pages_and_cursors(repo: PostgresRepository, s: Settings) -> None
     assert repo.get_cursor(name) == "2"
 
 
-def test_replica_read_and_primary_fallback(repo: PostgresRepository, s: Settings) -> None:
+def test_reads_come_from_a_replica_and_fall_back_to_the_primary(
+    repo: PostgresRepository, s: Settings
+) -> None:
     pid = new_payment(repo)
     replicas = make_pool(s.database_read_url, s, name="test-replicas", wait=True)
+    dead = make_pool("postgresql://payments@127.0.0.1:1/payments", s, name="dead")
     try:
-        reader = PostgresRepository(repo.pool, replicas)
-        # Right after the write the row may not have replicated: the fallback answers anyway.
-        assert reader.get_for_read(pid) is not None
-        # Once replicated, a replica answers on its own.
         support_api.wait_for(lambda: _on_replica(replicas, pid), timeout=30)
+        # The primary is unreachable here: the answer can only come from a replica.
+        replica_only = PostgresRepository(dead, replicas, read_timeout_seconds=0.5)
+        found = replica_only.get_for_read(pid)
+        assert found is not None and found.id == pid
+        # No replica answers: the primary does.
+        primary_only = PostgresRepository(repo.pool, dead, read_timeout_seconds=0.5)
+        fallback = primary_only.get_for_read(pid)
+        assert fallback is not None and fallback.id == pid
     finally:
         replicas.close()
-    dead = make_pool("postgresql://payments:payments@127.0.0.1:1/payments", s, name="dead")
-    try:
-        broken = PostgresRepository(repo.pool, dead, read_timeout_seconds=0.5)
-        assert broken.get_for_read(pid) is not None
-    finally:
         dead.close()
 
 
@@ -193,7 +240,7 @@ def _on_replica(pool: object, pid: UUID) -> bool:
     with pool.connection() as conn:
         in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         row = conn.execute("SELECT 1 FROM payments WHERE id = %s", (pid,)).fetchone()
-    assert in_recovery is not None
+    assert in_recovery is not None and in_recovery[0], "the read pool reached the primary"
     return row is not None
 
 
@@ -205,26 +252,31 @@ PATH_TO = {
     Status.EXPIRED: [Status.EXPIRED],
 }
 PAIRS = [(a, b) for a in Status for b in Status]
+A, N, R = TransitionOutcome.APPLIED, TransitionOutcome.NOOP, TransitionOutcome.REFUSED
+# Written out: pending may become anything final; failed may still succeed, be canceled or
+# expire; succeeded, canceled and expired are final.
+RULES = {
+    #                  pending succeeded failed canceled expired
+    Status.PENDING: dict(zip(Status, [N, A, A, A, A], strict=True)),
+    Status.SUCCEEDED: dict(zip(Status, [R, N, R, R, R], strict=True)),
+    Status.FAILED: dict(zip(Status, [R, A, N, A, A], strict=True)),
+    Status.CANCELED: dict(zip(Status, [R, R, R, N, R], strict=True)),
+    Status.EXPIRED: dict(zip(Status, [R, R, R, R, N], strict=True)),
+}
 
 
 @pytest.mark.parametrize(("current", "to"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])
-def test_sql_follows_the_transition_table(
+def test_sql_follows_the_status_rules(
     repo: PostgresRepository, current: Status, to: Status
 ) -> None:
-    from payments.domain.status import TRANSITIONS
-
     pid = new_payment(repo)
     for step in PATH_TO[current]:
-        assert repo.transition(pid, step, source=Source.API).applied
+        assert repo.transition(pid, StatusChange(step, Source.API)).applied
     before = len(repo.events(pid))
-    result = repo.transition(pid, to, source=Source.WEBHOOK)
-    if current is to:
-        assert result.outcome is TransitionOutcome.NOOP
-    elif to in TRANSITIONS[current]:
-        assert result.outcome is TransitionOutcome.APPLIED
+    result = repo.transition(pid, StatusChange(to, Source.WEBHOOK))
+    assert result.outcome is RULES[current][to]
+    if result.applied:
         assert result.previous_status is current
-    else:
-        assert result.outcome is TransitionOutcome.REFUSED
     stored = repo.get(pid)
     assert stored is not None
     assert stored.status is (to if result.applied else current)

@@ -237,3 +237,70 @@ def test_requires_action_updates_stripe_status_only(
     assert got is not None
     assert (got.status, got.provider_status) == ("pending", "requires_action")
     assert trail(repo, payment["id"]) == []
+
+
+@pytest.mark.parametrize(
+    ("intent", "amount", "currency"),
+    [("other", 1000, "usd"), ("own", 999, "usd"), ("own", 1000, "eur")],
+    ids=["another intent naming the payment", "own id, other amount", "own id, other currency"],
+)
+def test_an_event_about_an_intent_that_is_not_the_payments_own_is_refused_and_kept(
+    client: FlaskClient,
+    s: Settings,
+    repo: PostgresRepository,
+    payment: dict[str, Any],
+    intent: str,
+    amount: int,
+    currency: str,
+) -> None:
+    """A forged or foreign `payment_intent.succeeded` (correctly signed: another integration on
+    the same Stripe account) must not mark the payment paid."""
+    event_id = f"evt_{uuid4().hex}"
+    intent_id = payment["provider_payment_id"] if intent == "own" else f"pi_{uuid4().hex[:14]}"
+    raw = support_api.intent_event(
+        event_id,
+        "payment_intent.succeeded",
+        intent_id=intent_id,
+        payment_id=payment["id"],
+        status="succeeded",
+        amount=amount,
+        currency=currency,
+    )
+    r = deliver(client, s, raw)
+    assert r.status_code == 200, r.json
+    assert r.json["outcome"] == "foreign_intent"
+    assert stored_status(repo, payment["id"]) == "pending"
+    assert trail(repo, payment["id"]) == []
+    with repo.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT outcome, reason FROM webhook_events WHERE event_id = %s", (event_id,)
+        ).fetchone()
+    assert row is not None and row[0] == "foreign_intent" and row[1], "kept with its reason"
+
+
+def test_a_declined_payment_paid_later_on_the_same_intent_ends_succeeded(
+    client: FlaskClient, s: Settings, repo: PostgresRepository, payment: dict[str, Any]
+) -> None:
+    declined = support_api.intent_event(
+        f"evt_{uuid4().hex}",
+        "payment_intent.payment_failed",
+        intent_id=payment["provider_payment_id"],
+        payment_id=payment["id"],
+        status="requires_payment_method",
+        error={"code": "card_declined", "message": "Your card was declined."},
+    )
+    assert deliver(client, s, declined).json["outcome"] == "applied"
+    assert stored_status(repo, payment["id"]) == "failed"
+    paid = support_api.intent_event(
+        f"evt_{uuid4().hex}",
+        "payment_intent.succeeded",
+        intent_id=payment["provider_payment_id"],
+        payment_id=payment["id"],
+        status="succeeded",
+    )
+    assert deliver(client, s, paid).json["outcome"] == "applied"
+    assert stored_status(repo, payment["id"]) == "succeeded"
+    assert [(a, b) for a, b, _, _ in trail(repo, payment["id"])] == [
+        (Status.PENDING, Status.FAILED),
+        (Status.FAILED, Status.SUCCEEDED),
+    ]

@@ -1,10 +1,12 @@
-"""Issue 5 against the real stack: the Faust worker's pending table, reconciliation with
-localstripe, payment-status-update events, a SIGKILLed worker, two workers, the DLQ."""
+"""The worker against the real stack: its open-payments table, reconciliation with the stand-in,
+payment-status-update events, a SIGKILLed worker, two workers started as the README says, the
+DLQ."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,12 +23,14 @@ import stripe
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from payments.settings import Settings
+from tests import support_api
 from tests.stack_support import ROOT, CdcTail, insert_payment, stack
 
 pytestmark = pytest.mark.integration
 
-API = "http://127.0.0.1:8000"
-WORKER = "http://127.0.0.1:6066"
+API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
+WORKER = os.environ.get("WORKER_URL", "http://127.0.0.1:6066").split(",")[0].rstrip("/")
+OPERATOR = next(iter(Settings().operator_logins.items()), None)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
@@ -44,15 +48,43 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
-def pending_ids(url: str = WORKER) -> set[str]:
-    return set(requests.get(f"{url}/pending/?limit=0&ids=1", timeout=10).json()["payment_ids"])
+def created_at(settings: Settings, payment_id: str) -> str:
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT created_at FROM payments WHERE id = %s", (payment_id,)
+        ).fetchone()
+    assert row is not None
+    return str(row[0].isoformat())
+
+
+def is_open(settings: Settings, payment_id: str, url: str = WORKER) -> bool:
+    """Whether the worker at ``url`` holds the payment in its open table."""
+    resp = requests.get(
+        f"{url}/open/{payment_id}/",
+        params={"created_at": created_at(settings, payment_id)},
+        auth=OPERATOR,
+        timeout=10,
+    )
+    assert resp.status_code in (200, 404), resp.text
+    return resp.status_code == 200
+
+
+def worker_post(url: str, path: str) -> dict[str, Any]:
+    resp = requests.post(f"{url}{path}", auth=OPERATOR, timeout=300)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def api_headers(key: str) -> dict[str, str]:
+    keys = sorted(Settings().api_key_tenants)
+    return {"Idempotency-Key": key, **({"Authorization": f"Bearer {keys[0]}"} if keys else {})}
 
 
 def create_payment(amount_minor: int = 2500) -> dict[str, Any]:
     resp = requests.post(
         f"{API}/payments",
         json={"amount_minor": amount_minor, "currency": "usd"},
-        headers={"Idempotency-Key": f"worker-test-{uuid.uuid4()}"},
+        headers=api_headers(f"worker-test-{uuid.uuid4()}"),
         timeout=30,
     )
     assert resp.status_code == 201, resp.text
@@ -123,15 +155,15 @@ def test_a_lost_webhook_is_caught_by_reconciliation_and_emitted_once(
 ) -> None:
     payment = create_payment()
     pid = payment["id"]
-    wait_for(f"payment {pid} in the worker's pending table", lambda: pid in pending_ids())
+    wait_for(f"payment {pid} in the worker's open table", lambda: is_open(settings, pid))
 
     with webhooks_lost(settings):
         pay_on_stripe(stripe_client, payment["provider_payment_id"])
-        time.sleep(1)
+        time.sleep(1.5)
         assert db_status(settings, pid)[0] == "pending", "no webhook should have reached the API"
-        answer = requests.post(f"{WORKER}/reconcile/", timeout=120).json()
+        answer = worker_post(WORKER, "/reconcile/")
 
-    assert pid in answer["owned_ids"]
+    assert answer["sweep"] is not None and answer["sweep"]["applied"] >= 1, answer
     status, version = db_status(settings, pid)
     assert status == "succeeded"
     assert audit_sources(settings, pid)[-1] == ("pending", "succeeded", "reconciler")
@@ -144,7 +176,7 @@ def test_a_lost_webhook_is_caught_by_reconciliation_and_emitted_once(
     assert event["amount_minor"] == 2500 and event["currency"] == "usd"
     assert event["provider_payment_id"] == payment["provider_payment_id"]
     # The payment left the table, and nothing more is emitted for it.
-    wait_for("the payment to leave the pending table", lambda: pid not in pending_ids())
+    wait_for("the payment to leave the open table", lambda: not is_open(settings, pid))
     assert len(status_tail.events_for(pid, timeout=5, at_least=2)) == 1
 
 
@@ -194,9 +226,12 @@ def test_a_malformed_change_goes_to_the_dlq_and_the_partition_keeps_moving(
 def test_a_killed_worker_resumes_without_forgetting_or_missing_anything(
     settings: Settings, status_tail: CdcTail
 ) -> None:
+    def held(ids: list[str]) -> set[str]:
+        return {pid for pid in ids if is_open(settings, pid)}
+
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         before = [str(insert_payment(conn)) for _ in range(5)]
-        wait_for("the first payments in the table", lambda: set(before) <= pending_ids())
+        wait_for("the first payments in the table", lambda: held(before) == set(before))
 
         stack("kill", "worker")
         during = [str(insert_payment(conn)) for _ in range(5)]
@@ -208,12 +243,11 @@ def test_a_killed_worker_resumes_without_forgetting_or_missing_anything(
         stack("start", "worker")
 
     settled, still_pending = before[:3], before[3:] + during
-    table = wait_for(
+    wait_for(
         "the restarted worker's table to show every change made while it was down",
-        lambda: (ids := pending_ids()) >= set(still_pending) and not ids & set(settled) and ids,
+        lambda: held(still_pending + settled) == set(still_pending),
         timeout=180,
     )
-    assert set(still_pending) <= table
     for pid in settled:
         events = status_tail.events_for(pid, timeout=60)
         assert {e["event_id"] for e in events} == {f"{pid}:2"}, events
@@ -221,27 +255,19 @@ def test_a_killed_worker_resumes_without_forgetting_or_missing_anything(
 
 @contextmanager
 def two_workers(settings: Settings, tmp_path: Path) -> Iterator[list[str]]:
-    """Two workers of the same app (one consumer group) instead of the stack's one."""
+    """Two workers of the same app started exactly as the README's "Scaling out" says
+    (``payments-worker worker --web-port N``, nothing else set), instead of the stack's one."""
     stack("stop", "worker")
     procs, urls = [], []
+    ports = (6071, 6072)
     try:
-        for n, port in enumerate((6071, 6072)):
-            env = dict(
-                os.environ, WORKER_DATA_DIR=str(tmp_path / f"worker{n}"), WORKER_WEB_PORT=str(port)
-            )
+        for n, port in enumerate(ports):
             log = open(tmp_path / f"worker{n}.log", "wb")  # noqa: SIM115 - closed with the process
             procs.append(
                 subprocess.Popen(
-                    [
-                        str(ROOT / ".venv/bin/payments-worker"),
-                        "worker",
-                        "--web-port",
-                        str(port),
-                        "--loglevel",
-                        "info",
-                    ],
+                    [str(ROOT / ".venv/bin/payments-worker"), "worker", "--web-port", str(port)],
                     cwd=ROOT,
-                    env=env,
+                    env=dict(os.environ),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -257,6 +283,11 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[list[str]]:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        for n, port in enumerate(ports):
+            # Each instance had its own state directory, derived from its port.
+            state = ROOT / settings.model_copy(update={"worker_web_port": port}).worker_state_dir
+            assert state.is_dir(), f"worker {n} kept its RocksDB state in {state}"
+            shutil.rmtree(state, ignore_errors=True)
         stack("start", "worker")
 
 
@@ -264,26 +295,78 @@ def test_two_workers_split_the_partitions_and_reconcile_each_payment_once(
     settings: Settings, tmp_path: Path
 ) -> None:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        mine = {str(insert_payment(conn)) for _ in range(12)}
+        mine = [str(insert_payment(conn)) for _ in range(12)]
 
     with two_workers(settings, tmp_path) as urls:
 
         def split() -> list[list[int]] | None:
             parts = [
-                requests.get(f"{u}/pending/?limit=0", timeout=10).json()["partitions"] for u in urls
+                requests.get(f"{u}/stats/", auth=OPERATOR, timeout=10).json()["partitions"][
+                    "active"
+                ]
+                for u in urls
             ]
             return parts if all(parts) and sorted(parts[0] + parts[1]) == list(range(6)) else None
 
         partitions = wait_for("both workers to own a share of the 6 partitions", split, 180)
         assert not set(partitions[0]) & set(partitions[1])
-        wait_for(
-            "the pending payments in the two tables",
-            lambda: mine <= pending_ids(urls[0]) | pending_ids(urls[1]),
-            120,
-        )
 
-        answers = [requests.post(f"{u}/reconcile/", timeout=300).json() for u in urls]
-        owned = [set(a["owned_ids"]) for a in answers]
-        assert not owned[0] & owned[1], "a payment was reconciled by both workers"
-        assert mine <= owned[0] | owned[1], "a pending payment was reconciled by neither"
+        def holders() -> dict[str, list[int]] | None:
+            found = {
+                pid: [n for n, u in enumerate(urls) if is_open(settings, pid, u)] for pid in mine
+            }
+            return found if all(found.values()) else None
+
+        held = wait_for("every payment held open by a worker", holders, 120)
+        assert all(len(workers) == 1 for workers in held.values()), held
+
+        answers = [worker_post(u, "/reconcile/") for u in urls]
         assert [a["partitions"] for a in answers] == partitions
+        assert sum(a["open"] for a in answers) >= len(mine)
+        leaders = [a for a in answers if a["sweep"] is not None]
+        assert len(leaders) == 1, "one sweep of Stripe's events for the group, by partition 0"
+        assert 0 in leaders[0]["partitions"]
+
+
+def test_a_failed_payment_stays_tracked_and_a_later_payment_with_a_lost_webhook_is_found(
+    settings: Settings, stripe_client: stripe.StripeClient, status_tail: CdcTail
+) -> None:
+    """Declined first (the payment is `failed`), then paid on the same intent while the
+    `succeeded` webhook is lost: the worker still tracks it and reconciliation finds the money."""
+    payment = create_payment()
+    pid, intent_id = payment["id"], payment["provider_payment_id"]
+    raw = support_api.intent_event(
+        f"evt_{uuid.uuid4().hex}",
+        "payment_intent.payment_failed",
+        intent_id=intent_id,
+        payment_id=pid,
+        status="requires_payment_method",
+        amount=2500,
+        error={"code": "card_declined", "message": "Your card was declined."},
+    )
+    signed = support_api.sign(raw, settings.webhook_secrets[0])
+    resp = requests.post(
+        f"{API}/webhooks/stripe",
+        data=raw,
+        headers={"Stripe-Signature": signed, "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert resp.status_code == 200 and resp.json()["outcome"] == "applied", resp.text
+    assert db_status(settings, pid)[0] == "failed"
+    wait_for("the failed payment still open in the worker", lambda: is_open(settings, pid))
+
+    with webhooks_lost(settings):
+        pay_on_stripe(stripe_client, intent_id)
+        time.sleep(1.5)
+        assert db_status(settings, pid)[0] == "failed"
+        worker_post(WORKER, "/reconcile/")
+
+    status, version = db_status(settings, pid)
+    assert status == "succeeded"
+    events = status_tail.events_for(pid, timeout=30, at_least=2)
+    assert [(e["previous_status"], e["status"]) for e in events] == [
+        ("pending", "failed"),
+        ("failed", "succeeded"),
+    ]
+    assert events[-1]["event_id"] == f"{pid}:{version}"
+    wait_for("the paid payment to leave the open table", lambda: not is_open(settings, pid))

@@ -15,7 +15,7 @@ from api import create_app
 from api.bootstrap import build_api_services
 from payments.domain.errors import ProviderDeclined, RetryableError
 from payments.settings import Settings
-from tests.fakes import FakePaymentRepository, FakeStripeGateway, fake_core
+from tests.fakes import FakePaymentRepository, FakeStripeGateway
 
 SECRET = "whsec_unit"
 BODY = {"amount_minor": 2500, "currency": "usd", "metadata": {"order": "7"}}
@@ -33,7 +33,7 @@ def repo() -> FakePaymentRepository:
 
 def make_app(repo: FakePaymentRepository, stripe: FakeStripeGateway, **settings: Any) -> Flask:
     s = Settings(stripe_webhook_secret=SECRET, api_max_body_bytes=4096, **settings)
-    return create_app(s, services=build_api_services(s, core=fake_core(s, repo, stripe)))
+    return create_app(s, services=build_api_services(s, repository=repo, gateway=stripe))
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from api.bootstrap import build_api_services
 from api.checkout import stripe_js_url
 from api.emitted import InMemoryStatusEvents, partition_for
 from payments.settings import Settings
-from tests.fakes import FakePaymentRepository, FakeStripeGateway, fake_core
+from tests.fakes import FakePaymentRepository, FakeStripeGateway
 from tests.support_api import sign
 
 SECRET = "whsec_unit"
@@ -33,7 +33,7 @@ def stripe() -> FakeStripeGateway:
 def app(stripe: FakeStripeGateway) -> Flask:
     s = Settings(stripe_webhook_secret=SECRET)
     return create_app(
-        s, services=build_api_services(s, core=fake_core(s, FakePaymentRepository(), stripe))
+        s, services=build_api_services(s, repository=FakePaymentRepository(), gateway=stripe)
     )
 
 
@@ -106,7 +106,7 @@ def test_the_page_loads_stripe_js_from_the_configured_base(client: FlaskClient) 
 def test_the_page_is_open_when_api_keys_are_required(stripe: FakeStripeGateway) -> None:
     s = Settings(api_keys="k1")
     client = create_app(
-        s, services=build_api_services(s, core=fake_core(s, FakePaymentRepository(), stripe))
+        s, services=build_api_services(s, repository=FakePaymentRepository(), gateway=stripe)
     ).test_client()
     assert client.get("/checkout").status_code == 200
     assert client.get("/checkout/static/checkout.js").status_code == 200

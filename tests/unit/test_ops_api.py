@@ -20,7 +20,7 @@ from api.bootstrap import build_api_services
 from ops.common import ObserveError
 from ops.snapshot import Observer
 from payments.settings import Settings
-from tests.fakes import FakePaymentRepository, FakeStripeGateway, fake_core
+from tests.fakes import FakePaymentRepository, FakeStripeGateway
 from tests.unit.test_ops import _workers_section, wait_for
 
 OPERATOR = ("ops", "s3cret-ops")
@@ -140,8 +140,12 @@ def app_client(
 ) -> FlaskClient:
     s = Settings(stripe_webhook_secret=WEBHOOK_SECRET, **settings)
     observer: Any = Observer(source, source, source, source) if source else None
-    core = fake_core(s, repo or FakePaymentRepository(), FakeStripeGateway())
-    services = build_api_services(s, core=core, observer=observer)
+    services = build_api_services(
+        s,
+        repository=repo or FakePaymentRepository(),
+        gateway=FakeStripeGateway(),
+        observer=observer,
+    )
     return create_app(s, services=services).test_client()
 
 

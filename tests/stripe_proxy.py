@@ -1,0 +1,102 @@
+"""A recording proxy in front of the Stripe stand-in: it forwards every request, remembers what
+it saw (time, method, path, headers), and can answer the next requests itself (429 with
+``Retry-After``, 503, a 402 decline...) as Stripe would."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+@dataclass(frozen=True)
+class Seen:
+    at: float
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int
+
+
+@dataclass
+class Canned:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = '{"error": {"type": "api_error", "message": "injected"}}'
+
+
+class RecordingProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.seen: list[Seen] = []
+        self.canned: deque[Canned] = deque()
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    if key.lower() not in HOP_BY_HOP | {"content-encoding"}:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                with proxy.lock:
+                    canned = proxy.canned.popleft() if proxy.canned else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                if canned is not None:
+                    status = canned.status
+                    self._answer(
+                        status,
+                        {"Content-Type": "application/json", **canned.headers},
+                        canned.body.encode(),
+                    )
+                else:
+                    upstream = requests.request(
+                        self.command,
+                        proxy.upstream + self.path,
+                        headers=headers,
+                        data=body,
+                        timeout=15,
+                    )
+                    status = upstream.status_code
+                    self._answer(status, dict(upstream.headers), upstream.content)
+                with proxy.lock:
+                    proxy.seen.append(Seen(time.time(), self.command, self.path, headers, status))
+
+            do_GET = do_POST = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def answer_next(self, *answers: Canned) -> None:
+        with self.lock:
+            self.canned.extend(answers)
+
+    def requests_to(self, path_prefix: str) -> list[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.path.startswith(path_prefix)]
+
+    def __enter__(self) -> RecordingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
