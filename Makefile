@@ -46,10 +46,10 @@ fmt:
 	$(VENV)/ruff format .
 
 ops-screenshot:
-	$(VENV)/python scripts/ops_screenshot.py
+	$(VENV)/python -m tests.screenshots ops
 
 checkout-screenshot:
-	$(VENV)/python scripts/checkout_screenshot.py
+	$(VENV)/python -m tests.screenshots checkout
 
 bench: up
 	@if [ -f bench/__main__.py ]; then $(VENV)/python -m bench $(BENCH_ARGS); \

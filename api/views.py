@@ -6,7 +6,6 @@ from typing import Any
 from uuid import UUID
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from pydantic import ValidationError
 
 from api.bootstrap import ApiServices
 from api.openapi import build_spec, render_docs
@@ -249,6 +248,3 @@ def openapi() -> Response:
 @bp.get("/docs")
 def docs() -> Response:
     return Response(render_docs(build_spec()), mimetype="text/html")
-
-
-__all__ = ["ValidationError", "bp"]

@@ -53,6 +53,9 @@ CREATION_GRACE_SECONDS = 30.0
 MAX_ERRORS_IN_A_ROW = 5
 # Ids kept in a report, as a sample; the figures are counts.
 SAMPLE = 20
+# A plan reads at most this many budgets' worth of due checks past its own (bounded work on the
+# event loop even when a backlog of a million is due).
+LOOKAHEAD = 10
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,8 @@ class Reconciler:
         self._clock = clock
         # When the previous plan was made: the window in which ages crossed stale_after.
         self._previous_start: float | None = None
-        # Retrievals that did not fit last cycle's budget, first in line next cycle.
-        self._owed: dict[UUID, Due] = {}
+        # Retrievals that did not fit last cycle's budget: first in line next cycle.
+        self._deferred: dict[UUID, Due] = {}
         # Checks that failed, waiting with a growing delay (also shown on /ops).
         self.retries: dict[UUID, Retry] = {}
 
@@ -232,7 +235,7 @@ class Reconciler:
             for entry in table.without_intent(now - CREATION_GRACE_SECONDS):
                 if entry.status is Status.PENDING and entry.created_at >= expired_before:
                     yield _due(Check.CREATE, entry)
-            yield from self._owed.values()
+            yield from self._deferred.values()
             for entry in table.created_between(stale_at - window, stale_at):
                 if entry.provider_payment_id is not None:
                     yield _due(Check.RETRIEVE, entry)
@@ -240,7 +243,7 @@ class Reconciler:
         due: list[Due] = []
         seen: set[UUID] = set()
         deferred = 0
-        owed: dict[UUID, Due] = {}
+        deferred_checks: dict[UUID, Due] = {}
         for item in candidates():
             if item.payment_id in seen or waiting(item.payment_id):
                 continue
@@ -249,9 +252,11 @@ class Reconciler:
                 due.append(item)
             else:
                 deferred += 1
-                if item.check is Check.RETRIEVE and len(owed) < 10 * budget:
-                    owed[item.payment_id] = item
-        self._owed = owed
+                if item.check is Check.RETRIEVE:
+                    deferred_checks[item.payment_id] = item
+                if deferred >= LOOKAHEAD * budget:
+                    break  # enough known for the next cycles; `deferred` is then a floor
+        self._deferred = deferred_checks
         self.retries = {pid: r for pid, r in self.retries.items() if r.next_at > now - 86_400}
         return Plan(due, deferred, table.count(), sorted(partitions), now)
 
