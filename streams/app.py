@@ -72,6 +72,10 @@ class PaymentsWorker:
             web_bind="127.0.0.1",
             web_host="127.0.0.1",
             producer_acks=-1,
+            # A worker that dies is noticed by its group within 10 s (Kafka's default, 45-60 s,
+            # would leave its partitions unprocessed that long); heartbeats every 3 s.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=3.0,
             # Batch the changelog and event sends for 5 ms (the Java producer's default since
             # Kafka 4.0): about 8% more changes per second, 5 ms on an event's way out.
             producer_linger=0.005,
