@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, *, deps: Deps | None = None) ->
     app.json.sort_keys = False  # type: ignore[attr-defined]
     wired = deps or bootstrap(settings)
     app.extensions["payments"] = wired
-    api_keys = settings.api_key_set
+    api_keys = set(settings.api_key_tenants)  # the keys; tenant scoping is the api rework's
 
     @app.before_request
     def _start() -> None:

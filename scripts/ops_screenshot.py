@@ -21,7 +21,7 @@ def main() -> int:
     base = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
     out = ROOT / "docs" / "ops.png"
     out.parent.mkdir(exist_ok=True)
-    keys = sorted(Settings().api_key_set)
+    keys = sorted(Settings().api_key_tenants)
     headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
     with chromium_page(1400, 1000, headers) as page:
         response = page.goto(f"{base}/ops", timeout=20_000)

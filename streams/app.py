@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, store: str = "rocksdb://") -> faust.App:
         settings.worker_app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",")],
         store=store,
-        datadir=settings.worker_data_dir,
+        datadir=settings.worker_state_dir,
         autodiscover=False,
         topic_partitions=PARTITIONS,
         topic_replication_factor=1,
