@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from localstack.config import ROOT, Config, instance_number
 from localstack.envfile import minimal_env
 from localstack.processes import check_port_free, http_json, port_open, spawn, wait_until
-
 from payments.settings import Settings
 
 
