@@ -350,6 +350,8 @@ class Config:
         kind = part_kind(name)
         if kind == "replica":
             return ["postgres"]
+        if kind == "kafka":  # a node alone has no quorum: starting one brings up the others
+            return [n for n in self.kafka_nodes() if n != name]
         if name == "connect":
             return ["postgres", *self.kafka_nodes()]
         if name == "api":

@@ -20,8 +20,6 @@ from localstack.processes import check_port_free, wait_until
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 DB_NAME = urlsplit(_default("database_url")).path.lstrip("/")
-# The superuser password of stacks made before passwords were generated; rotated on sight.
-LEGACY_SUPERUSER_PASSWORD = "postgres"
 REPLICA_NAMES = ("replica1", "replica2")
 
 # Every connection authenticates with a password (SCRAM); only `replicator` may use the
@@ -117,11 +115,15 @@ def pg_running(cfg: Config, name: str) -> bool:
     return pg_ctl(cfg, name, "status").returncode == 0
 
 
-def _pg_start(cfg: Config, name: str, port: int) -> None:
-    check_port_free(port, name)
-    data = pg_dir(cfg, name)
+def write_hba(data: Path) -> None:
     (data / "pg_hba.conf").write_text(PG_HBA)
     _chown_postgres(data / "pg_hba.conf")
+
+
+def _pg_start(cfg: Config, name: str, port: int, *, hba: bool = True) -> None:
+    check_port_free(port, name)
+    if hba:
+        write_hba(pg_dir(cfg, name))
     log = cfg.logs / f"{name}.log"
     cfg.logs.mkdir(parents=True, exist_ok=True)
     _pg_owned_dir(cfg.run / "pgsock")
@@ -177,29 +179,40 @@ def scram(conn: Any, user: str, password: str) -> str:
 
 
 def superuser(cfg: Config, secrets: Mapping[str, str], dbname: str = "postgres") -> Any:
-    """An autocommit connection to the primary as the superuser (its password from .env). A
-    stack made before passwords were generated still has the old well-known one: it is
-    replaced by the generated one here, once."""
+    """An autocommit connection to the primary as the superuser (its password from .env)."""
     import psycopg
 
-    password = secrets["POSTGRES_PASSWORD"]
     try:
-        return _connect(cfg, SUPERUSER, password, dbname)
+        return _connect(cfg, SUPERUSER, secrets["POSTGRES_PASSWORD"], dbname)
     except psycopg.OperationalError as exc:
         if "password authentication failed" not in str(exc):
             raise
-        try:
-            conn = _connect(cfg, SUPERUSER, LEGACY_SUPERUSER_PASSWORD, dbname)
-        except psycopg.OperationalError:
-            raise StackError(
-                f"postgres: the superuser password in {cfg.env_file.name} (POSTGRES_PASSWORD) "
-                f"is not the one of the cluster in {pg_dir(cfg, 'postgres')}. Put the right one "
-                "back, or start over: make down && rm -rf .stack"
-            ) from exc
-        verifier = scram(conn, SUPERUSER, password)
+        raise StackError(
+            f"postgres: the superuser password in {cfg.env_file.name} (POSTGRES_PASSWORD) is "
+            f"not the one of the cluster in {pg_dir(cfg, 'postgres')}. Put the right one back, "
+            "or start over: make down && rm -rf .stack"
+        ) from exc
+
+
+def _adopt_legacy_cluster(cfg: Config, secrets: Mapping[str, str]) -> None:
+    """A cluster made before passwords were generated trusts local socket connections and has
+    a well-known superuser password: over that socket, set the generated password, then switch
+    to the password-only pg_hba.conf."""
+    import psycopg
+
+    with psycopg.connect(
+        host=str(cfg.run / "pgsock"),
+        port=cfg.pg_port,
+        user=SUPERUSER,
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=5,
+    ) as conn:
+        verifier = scram(conn, SUPERUSER, secrets["POSTGRES_PASSWORD"])
         conn.execute(f"ALTER ROLE {SUPERUSER} PASSWORD '{verifier}'".encode())
-        say("postgres: replaced the superuser's old well-known password with the generated one")
-        return conn
+    write_hba(pg_dir(cfg, "postgres"))
+    pg_ctl(cfg, "postgres", "reload")
+    say("postgres: older stack: superuser password replaced by the generated one, trust removed")
 
 
 def render_psql(sql: str, values: Mapping[str, str]) -> str:
@@ -263,7 +276,11 @@ def start_postgres(cfg: Config, secrets: Mapping[str, str]) -> None:
             raise StackError(f"postgres: initdb failed: {result.stderr.strip()}")
         with open(data / "postgresql.conf", "a") as conf:
             conf.write(PRIMARY_CONF)
-    _pg_start(cfg, "postgres", cfg.pg_port)
+    rules = [ln for ln in (data / "pg_hba.conf").read_text().splitlines() if ln[:1] not in "#"]
+    legacy = any("trust" in rule.split() for rule in rules)
+    _pg_start(cfg, "postgres", cfg.pg_port, hba=not legacy)
+    if legacy:
+        _adopt_legacy_cluster(cfg, secrets)
     ensure_roles(cfg, secrets)
 
 
