@@ -159,6 +159,11 @@ class Stack:
                 postgres.wait_replicas_streaming(self.cfg, self.values)
                 say("replicas: both streaming")
         elif name == "connect":
+            if name not in started and not connect.has_config_providers(self.cfg):
+                # Started by an older stack: it cannot resolve the connector's ${env:...} login.
+                say("connect: restarting with the env config provider (started by an older stack)")
+                terminate(self.cfg, "connect")
+                connect.start_connect(self.cfg, self.settings(), self.values)
             # Idempotent: picks up connector config changes too.
             connect.register_connector(self.env())
         elif name == "localstripe" and name not in started:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 
 from localstack.config import ROOT, Config, StackError, say
 from localstack.envfile import minimal_env
@@ -86,12 +87,19 @@ def ensure_internal_topics(settings: Settings) -> list[str]:
         admin.close()
 
 
+def properties_path(cfg: Config) -> Path:
+    return cfg.stack_dir / "connect" / "connect-distributed.properties"
+
+
+def has_config_providers(cfg: Config) -> bool:
+    path = properties_path(cfg)
+    return path.exists() and "config.providers=env" in path.read_text()
+
+
 def start_connect(cfg: Config, settings: Settings, values: Mapping[str, str]) -> None:
     check_port_free(cfg.connect_port, "connect")
     ensure_internal_topics(settings)
-    props = write(
-        cfg.stack_dir / "connect" / "connect-distributed.properties", properties(cfg, settings)
-    )
+    props = write(properties_path(cfg), properties(cfg, settings))
     missing = [name for name in SECRET_VARS if not values.get(name)]
     if missing:
         raise StackError(f"connect: {', '.join(missing)} missing from {cfg.env_file}")
