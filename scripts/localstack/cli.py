@@ -154,10 +154,11 @@ class Stack:
         if name == "postgres":
             # Every up: new migrations land, then Debezium's grants on what they made.
             postgres.migrate(self.cfg, self.env(), self.values)
-        elif name == "replica2" or (name == "replica1" and "replica2" not in parts):
-            if {"replica1", "replica2"} <= set(parts):
-                postgres.wait_replicas_streaming(self.cfg, self.values)
-                say("replicas: both streaming")
+        elif part_kind(name) == "replica" and name == [p for p in parts if "replica" in p][-1]:
+            # After the last replica asked for: each one streams before anything reads it.
+            replicas = [p for p in parts if part_kind(p) == "replica"]
+            postgres.wait_replicas_streaming(self.cfg, self.values, replicas)
+            say(f"{' and '.join(replicas)}: streaming from the primary")
         elif name == "connect":
             if name not in started and not connect.has_config_providers(self.cfg):
                 # Started by an older stack: it cannot resolve the connector's ${env:...} login.

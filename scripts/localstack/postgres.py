@@ -9,7 +9,7 @@ import os
 import pwd
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -381,16 +381,18 @@ def replication_state(cfg: Config, secrets: Mapping[str, str]) -> list[tuple[Any
         )
 
 
-def wait_replicas_streaming(cfg: Config, secrets: Mapping[str, str]) -> None:
-    def both() -> bool:
-        streaming = {row[0] for row in replication_state(cfg, secrets) if row[1] == "streaming"}
-        return set(REPLICA_NAMES) <= streaming
+def wait_replicas_streaming(
+    cfg: Config, secrets: Mapping[str, str], names: Sequence[str] = REPLICA_NAMES
+) -> None:
+    def streaming() -> bool:
+        rows = replication_state(cfg, secrets)
+        return set(names) <= {row[0] for row in rows if row[1] == "streaming"}
 
     wait_until(
         cfg,
-        "replica2",
-        both,
-        "both replicas streaming in pg_stat_replication on the primary",
+        names[-1],
+        streaming,
+        f"{', '.join(names)} streaming in pg_stat_replication on the primary",
         60,
         has_pid=False,
     )

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from audit_deps import verdict  # noqa: E402
-from localstack import config, envfile, kafka, postgres  # noqa: E402
+from localstack import config, connect, envfile, kafka, postgres  # noqa: E402
 from localstack.cli import Stack  # noqa: E402
 from localstack.config import Config, StackError  # noqa: E402
 
@@ -83,6 +83,33 @@ def test_names_and_aliases() -> None:
     assert config.canonical("worker1") == "worker" and config.canonical("kafka1") == "kafka"
     assert config.part_kind("worker3") == "worker" and config.instance_number("worker3") == 3
     assert config.part_kind("replica2") == "replica" and config.instance_number("kafka") == 1
+
+
+def test_up_waits_until_the_replicas_stream_before_going_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(Stack, "running", lambda self, name: False)
+    monkeypatch.setattr(Stack, "_start", lambda self, name, todo: calls.append(f"start {name}"))
+    monkeypatch.setattr(Stack, "print_urls", lambda self, parts: None)
+    monkeypatch.setattr(postgres, "migrate", lambda *args: calls.append("migrate"))
+    monkeypatch.setattr(
+        postgres,
+        "wait_replicas_streaming",
+        lambda cfg, values, names: calls.append(f"wait {'+'.join(names)}"),
+    )
+    monkeypatch.setattr(connect, "register_connector", lambda env: calls.append("register"))
+    assert Stack(load(tmp_path)).up(["replica2", "replica1", "connect"]) == 0
+    assert calls == [
+        "start postgres",
+        "migrate",
+        "start replica1",
+        "start replica2",
+        "wait replica1+replica2",
+        "start kafka",
+        "start connect",
+        "register",
+    ]
 
 
 # ------------------------------------------------------------------------------------ .env
