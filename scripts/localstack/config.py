@@ -46,7 +46,7 @@ def say(msg: str) -> None:
 # --------------------------------------------------------------------------- URLs and ports
 
 
-def _default(name: str) -> str:
+def settings_default(name: str) -> str:
     value = Settings.model_fields[name].default
     return str(value)
 
@@ -100,18 +100,18 @@ class BasePorts:
 
     @classmethod
     def from_settings(cls) -> BasePorts:
-        replicas = url_ports(_default("database_read_url"))
+        replicas = url_ports(settings_default("database_read_url"))
         if len(replicas) != 2:
             raise StackError(f"the default DATABASE_READ_URL should list 2 replicas: {replicas}")
         return cls(
-            postgres=url_ports(_default("database_url"))[0],
+            postgres=url_ports(settings_default("database_url"))[0],
             replicas=(replicas[0], replicas[1]),
-            kafka=int(_default("kafka_bootstrap_servers").split(",")[0].rsplit(":", 1)[1]),
+            kafka=int(settings_default("kafka_bootstrap_servers").split(",")[0].rsplit(":", 1)[1]),
             controller=KAFKA_CONTROLLER_BASE_PORT,
-            connect=urlsplit(_default("kafka_connect_url")).port or 8083,
-            localstripe=urlsplit(_default("stripe_api_base")).port or 8420,
+            connect=urlsplit(settings_default("kafka_connect_url")).port or 8083,
+            localstripe=urlsplit(settings_default("stripe_api_base")).port or 8420,
             api=API_BASE_PORT,
-            worker=int(_default("worker_web_port")),
+            worker=int(settings_default("worker_web_port")),
         )
 
 

@@ -22,10 +22,17 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from localstack.config import Config, StackError, _default, shift_ports, url_user, with_password
+from localstack.config import (
+    Config,
+    StackError,
+    settings_default,
+    shift_ports,
+    url_user,
+    with_password,
+)
 
 # Database roles (their SQL is in sql/roles.sql): the application, Debezium, the replicas.
-APP_ROLE = url_user(_default("database_url"))
+APP_ROLE = url_user(settings_default("database_url"))
 DEBEZIUM_ROLE = "debezium"
 REPLICATION_ROLE = "replicator"
 SUPERUSER = "postgres"
@@ -131,8 +138,8 @@ def layout_values(
     """The ports and URLs of this layout, from the settings' defaults shifted by the offset."""
     offset = cfg.layout.port_offset
     password = secret["PAYMENTS_DB_PASSWORD"]
-    primary = shift_ports(_default("database_url"), offset)
-    replicas = shift_ports(_default("database_read_url"), offset)
+    primary = shift_ports(settings_default("database_url"), offset)
+    replicas = shift_ports(settings_default("database_read_url"), offset)
     if "postgres" in cfg.overrides:
         primary = re.sub(r":\d+/", f":{cfg.pg_port}/", primary, count=1)
     if {"replica1", "replica2"} & set(cfg.overrides):

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from localstack.config import ROOT, Config, StackError, _default, say
+from localstack.config import ROOT, Config, StackError, say, settings_default
 from localstack.envfile import DEBEZIUM_ROLE, REPLICATION_ROLE, SUPERUSER, minimal_env
 from localstack.processes import check_port_free, wait_until
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-DB_NAME = urlsplit(_default("database_url")).path.lstrip("/")
+DB_NAME = urlsplit(settings_default("database_url")).path.lstrip("/")
 REPLICA_NAMES = ("replica1", "replica2")
 
 # Every connection authenticates with a password (SCRAM); only `replicator` may use the
