@@ -1,5 +1,6 @@
 # The API and the Faust worker (same image, different command) for docker-compose.yml.
-FROM python:3.11-slim
+# Pinned like every image of the compose file (the native stack's Python is 3.11).
+FROM python:3.11.7-slim-bookworm
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY payments ./payments

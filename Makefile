@@ -3,6 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv/bin
 PYTEST_ARGS ?=
+# The stack's layout, passed to scripts/stack through the environment (make exports command-line
+# variables): make up WORKERS=3 KAFKA_BROKERS=3 STACK_PORT_OFFSET=100. Unset, scripts/stack uses
+# what this checkout's stack was made with (.stack/layout.json, .env), else 1 worker, 1 broker, 0.
 
 .PHONY: help up down status logs test test-faults lint fmt bench clean ops-screenshot checkout-screenshot
 
@@ -11,6 +14,7 @@ help:
 	@echo "make test    the whole test suite (starts the stack first)"
 	@echo "make test-faults   the fault suite alone, larger, printing its table"
 	@echo "make down | status | logs | lint | fmt | bench | clean"
+	@echo "layout: make up WORKERS=3 KAFKA_BROKERS=3 STACK_PORT_OFFSET=100 (kept for later commands)"
 	@echo "make ops-screenshot   save docs/ops.png of the running /ops page"
 	@echo "make checkout-screenshot   pay on /checkout, save docs/checkout.png"
 
@@ -27,12 +31,18 @@ status:
 logs:
 	@scripts/stack logs $(NAME)
 
+# Tests read the stack's settings from .env (Settings); the few that read API_URL / WORKER_URL
+# from the environment get this stack's, so a stack on shifted ports is the one tested.
+STACK_URLS = API_URL=$${API_URL:-$$(sed -n 's/^API_URL=//p' .env)} \
+	WORKER_URL=$${WORKER_URL:-$$(sed -n 's/^WORKER_URL=//p' .env)}
+
 test: up
-	$(VENV)/pytest $(PYTEST_ARGS)
+	$(STACK_URLS) $(VENV)/pytest $(PYTEST_ARGS)
 
 # The fault suite alone, larger, with its table printed (make test runs it at the default size).
 test-faults: up
-	FAULT_PAYMENTS=$${FAULT_PAYMENTS:-300} $(VENV)/pytest -s --show-capture=no tests/faults $(PYTEST_ARGS)
+	$(STACK_URLS) FAULT_PAYMENTS=$${FAULT_PAYMENTS:-300} \
+	  $(VENV)/pytest -s --show-capture=no tests/faults $(PYTEST_ARGS)
 
 lint:
 	@scripts/bootstrap >/dev/null
@@ -40,6 +50,7 @@ lint:
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
 	$(VENV)/lint-imports
+	$(VENV)/python scripts/audit_deps.py
 
 fmt:
 	$(VENV)/ruff check --fix .

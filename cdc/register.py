@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -17,11 +18,20 @@ from payments.settings import Settings
 
 
 def connector_env(settings: Settings) -> dict[str, str]:
-    """The placeholders a connector file may use, from the process settings."""
+    """The placeholders a connector file may use, from the process settings: the primary's
+    address from ``DATABASE_URL``, the topics' partitions and replication from the Kafka
+    settings. ``${env:NAME}`` references are Kafka Connect's own (resolved inside Connect by its
+    EnvVarConfigProvider, so the database login never passes through here) and stay as they are.
+    """
+    primary = urlsplit(settings.database_url)
     env = dict(os.environ)
-    env.setdefault("PG_HOST", "127.0.0.1")
-    env.setdefault("PG_PORT", "5432")
+    env["PG_HOST"] = primary.hostname or "127.0.0.1"
+    env["PG_PORT"] = str(primary.port or 5432)
+    env["PG_DBNAME"] = primary.path.lstrip("/")
     env["CDC_TOPIC_PREFIX"] = settings.cdc_topic_prefix
+    env["KAFKA_TOPIC_PARTITIONS"] = str(settings.kafka_topic_partitions)
+    env["KAFKA_REPLICATION_FACTOR"] = str(settings.kafka_replication_factor)
+    env["KAFKA_MIN_INSYNC_REPLICAS"] = str(settings.kafka_min_insync_replicas)
     return env
 
 
@@ -32,6 +42,18 @@ def change_topics(config: dict[str, str]) -> tuple[list[str], int, int]:
     partitions = int(config.get("topic.creation.default.partitions", "1"))
     replication = int(config.get("topic.creation.default.replication.factor", "1"))
     return [f"{prefix}.{table}" for table in tables], partitions, replication
+
+
+def topic_configs(config: dict[str, str]) -> dict[str, str]:
+    """The connector's ``topic.creation.default.*`` topic settings (min.insync.replicas,
+    cleanup.policy, ...), for creating its topics the way Debezium would."""
+    prefix = "topic.creation.default."
+    skip = {"partitions", "replication.factor"}
+    return {
+        key[len(prefix) :]: value
+        for key, value in config.items()
+        if key.startswith(prefix) and key[len(prefix) :] not in skip
+    }
 
 
 def ensure_topics(
@@ -80,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {'created' if created else 'config up to date / updated'}")
             state = client.wait_running(name, timeout=args.timeout)
             print(f"{name}: RUNNING ({len(state.tasks)} task(s))")
-            created_topics = ensure_topics(settings.kafka_bootstrap_servers, *change_topics(config))
+            created_topics = ensure_topics(
+                settings.kafka_bootstrap_servers, *change_topics(config), topic_configs(config)
+            )
             if created_topics:
                 print(f"{name}: created topics {', '.join(created_topics)}")
         except (ConnectError, KafkaError, OSError, ValueError, KeyError) as exc:

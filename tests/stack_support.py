@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -16,6 +17,44 @@ from kafka import KafkaConsumer, TopicPartition
 from payments.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# The secrets `make up` generates into .env (scripts/localstack/envfile.py).
+SECRET_NAMES = (
+    "POSTGRES_PASSWORD",
+    "PAYMENTS_DB_PASSWORD",
+    "DEBEZIUM_DB_PASSWORD",
+    "REPLICATOR_DB_PASSWORD",
+    "API_KEYS",
+    "OPERATOR_CREDENTIALS",
+    "CHECKOUT_TOKEN_SECRET",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_SECRET_KEY",
+)
+
+
+def stack_dir() -> Path:
+    return (ROOT / os.environ.get("STACK_DIR", ".stack")).resolve()
+
+
+def generated_env() -> dict[str, str]:
+    """The running stack's generated .env (what Settings() reads in the tests)."""
+    from dotenv import dotenv_values
+
+    path = ROOT / ".env"
+    if not path.exists():
+        raise AssertionError(f"{path} is missing: `make up` writes it (ports and secrets)")
+    return {k: v or "" for k, v in dotenv_values(path).items()}
+
+
+def secret_values(env: dict[str, str]) -> list[str]:
+    """Every generated secret as it could leak: whole values and their parts (each API key,
+    the operator's password)."""
+    found: list[str] = []
+    for name in SECRET_NAMES:
+        value = env.get(name, "")
+        found.append(value)
+        for pair in value.split(","):
+            found.append(pair.split(":", 1)[-1])
+    return sorted({v for v in found if len(v) >= 12})
 
 
 def stack(
