@@ -14,6 +14,7 @@ from flask import Flask, Response, g, request
 from api import problems
 from api.bootstrap import ApiServices, build_api_services
 from api.checkout import checkout_bp
+from api.contracts import contracts_bp
 from api.ops import ops_bp
 from api.problems import ApiProblem
 from api.views import bp
@@ -32,6 +33,7 @@ OPEN_ENDPOINTS = frozenset(
         "ops.ops_json",
         "payments.openapi",
         "payments.docs",
+        "contracts.asyncapi",  # the AsyncAPI contract of the topics: public, like /openapi.json
         # the page and its assets; the API calls it makes need a key when keys are configured
         "checkout.page",
         "checkout.static",
@@ -98,6 +100,7 @@ def create_app(settings: Settings | None = None, *, services: ApiServices | None
     app.register_blueprint(bp)
     app.register_blueprint(checkout_bp)  # GET /checkout
     app.register_blueprint(ops_bp)  # /ops, /ops.json: behind the operator credential
+    app.register_blueprint(contracts_bp)  # GET /asyncapi.yaml
     for close in wired.closers:
         atexit.register(close)
     return app
