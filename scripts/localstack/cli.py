@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 import time
@@ -275,22 +274,17 @@ class Stack:
         return self._ops_snapshot()
 
     def _ops_snapshot(self) -> int:
-        # The collector is moving (cdc.observe -> ops): use whichever this checkout has.
-        for module in ("ops", "cdc.observe"):
-            try:
-                observe = importlib.import_module(module)
-                build, fmt = observe.build_observer, observe.format_text
-            except (ImportError, AttributeError):
-                continue
-            observer = build(self.settings())
-            try:
-                snapshot = observer.snapshot()
-            finally:
-                observer.close()
-            for line in fmt(snapshot):
-                print(line)
-            return 0
-        print("(no operations snapshot: neither ops nor cdc.observe provides build_observer)")
+        """The same snapshot as the /ops page (one collector, ``ops``)."""
+        from ops.snapshot import build_observer
+        from ops.text import format_text
+
+        observer = build_observer(self.settings())
+        try:
+            snapshot = observer.snapshot()
+        finally:
+            observer.close()
+        for line in format_text(snapshot):
+            print(line)
         return 0
 
     def logs(self, names: list[str]) -> int:

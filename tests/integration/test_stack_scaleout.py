@@ -111,7 +111,8 @@ def test_every_worker_has_its_own_port_state_folder_and_group_membership(
     ports = [urlsplit(u).port for u in urls]
     assert len(set(ports)) == len(ports), f"workers share a port: {urls}"
     for url in urls:
-        answer = requests.get(f"{url}/stats/", timeout=10)
+        operator = next(iter(settings.operator_logins.items()), None)
+        answer = requests.get(f"{url}/stats/", auth=operator, timeout=10)
         assert answer.status_code == 200, f"worker at {url}: HTTP {answer.status_code}"
 
     run = stack_dir() / "run"
