@@ -382,7 +382,10 @@ def test_the_readme_consumer_prints_each_event_once(live: LiveRun) -> None:
         reader.start()
         deadline = time.monotonic() + TIMEOUT
         try:
-            while not any(last in line for line in lines) and process.poll() is None:
+            # Every partition's events, not only the last one's: the topic has several.
+            while process.poll() is None and not all(
+                any(ce_id in line for line in lines) for ce_id in wanted
+            ):
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
