@@ -47,6 +47,14 @@ class Intent:
         )
 
     @property
+    def payment_uuid(self) -> UUID | None:
+        """The payment its metadata names, when that is a payment id at all."""
+        try:
+            return UUID(self.payment_id) if self.payment_id else None
+        except ValueError:
+            return None
+
+    @property
     def facts(self) -> IntentFacts:
         return IntentFacts(self.id, self.payment_id, self.amount, self.currency)
 

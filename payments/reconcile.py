@@ -197,11 +197,11 @@ class Reconciler:
     def _apply_events(self, events: Sequence[ProviderEvent], report: SweepReport) -> None:
         with_intent = [(e, e.intent) for e in events if e.intent is not None]
         report.events += len(events)
-        named = {u for _, i in with_intent if (u := _uuid(i.payment_id)) is not None}
+        named = {u for _, i in with_intent if (u := i.payment_uuid) is not None}
         by_id = self.repo.open_payments(named) if named else {}
         by_intent = self.repo.open_payments_by_intent({i.id for _, i in with_intent})
         for event, intent in with_intent:
-            named_id = _uuid(intent.payment_id)
+            named_id = intent.payment_uuid
             payment = by_intent.get(intent.id) or (by_id.get(named_id) if named_id else None)
             if payment is None:
                 continue  # not open (or not ours): nothing to do
@@ -399,12 +399,3 @@ class Reconciler:
 
 def _due(check: Check, entry: OpenPayment) -> Due:
     return Due(check, entry.payment_id, entry.status, entry.created_at, entry.provider_payment_id)
-
-
-def _uuid(raw: str | None) -> UUID | None:
-    if not raw:
-        return None
-    try:
-        return UUID(raw)
-    except ValueError:
-        return None

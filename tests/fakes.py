@@ -294,11 +294,8 @@ class FakePaymentRepository:
             found = None
             if intent is not None and handled:
                 found = self.get_by_provider_id(intent.id)
-                if found is None and intent.payment_id:
-                    try:
-                        found = self.payments.get(UUID(intent.payment_id))
-                    except ValueError:
-                        found = None
+                if found is None and intent.payment_uuid is not None:
+                    found = self.payments.get(intent.payment_uuid)
             if found is None or intent is None:
                 row["outcome"] = "unknown_payment" if intent is not None and handled else "ignored"
                 return WebhookResult(duplicate=False, outcome=row["outcome"])

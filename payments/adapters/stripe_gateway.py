@@ -220,64 +220,69 @@ class StripeGateway:
         if self.observer is not None:
             self.observer(operation, outcome)
 
+    def _call(self, operation: str, action: str, call: Callable[[], Any]) -> Any:
+        """One Stripe operation: its errors translated once, its outcome observed."""
+        try:
+            result = call()
+        except stripe.StripeError as exc:
+            raise self._fail(operation, exc, action) from exc
+        self._observe(operation, "ok")
+        return result
+
+    def _intent(self, operation: str, action: str, call: Callable[[], Any]) -> Intent:
+        intent = Intent.from_dict(self._call(operation, action, call).to_dict())
+        if operation != "retrieve_intent":
+            log.info(
+                f"stripe {operation}",
+                payment_id=intent.payment_id,
+                intent_id=intent.id,
+                provider_status=intent.status,
+            )
+        return intent
+
     # -- PaymentIntents ---------------------------------------------------------------------
 
     def create_intent(self, payment: Payment) -> Intent:
         """Create the payment's intent, idempotent on our payment id (``pi-create-<id>``)."""
-        metadata = {**payment.metadata, "payment_id": str(payment.id)}
-        params: dict[str, Any] = {
+        params: Any = {
             "amount": payment.money.amount_minor,
             "currency": payment.money.currency,
-            "metadata": metadata,
+            "metadata": {**payment.metadata, "payment_id": str(payment.id)},
             "payment_method_types": ["card"],
         }
-        action = f"creating the PaymentIntent of payment {payment.id}"
-        try:
-            obj = self.client.v1.payment_intents.create(
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": creation_key(payment)},
-            )
-        except stripe.StripeError as exc:
-            raise self._fail("create_intent", exc, action) from exc
-        self._observe("create_intent", "ok")
-        intent = Intent.from_dict(obj.to_dict())
-        log.info(
-            "stripe intent created",
-            payment_id=str(payment.id),
-            intent_id=intent.id,
-            provider_status=intent.status,
+        return self._intent(
+            "create_intent",
+            f"creating the PaymentIntent of payment {payment.id}",
+            lambda: self.client.v1.payment_intents.create(
+                params=params, options={"idempotency_key": creation_key(payment)}
+            ),
         )
-        return intent
 
     def retrieve_intent(self, intent_id: str) -> Intent:
-        try:
-            obj = self.client.v1.payment_intents.retrieve(intent_id)
-        except stripe.StripeError as exc:
-            raise self._fail(
-                "retrieve_intent", exc, f"retrieving PaymentIntent {intent_id}"
-            ) from exc
-        self._observe("retrieve_intent", "ok")
-        return Intent.from_dict(obj.to_dict())
+        return self._intent(
+            "retrieve_intent",
+            f"retrieving PaymentIntent {intent_id}",
+            lambda: self.client.v1.payment_intents.retrieve(intent_id),
+        )
 
     def cancel_intent(self, intent_id: str, *, reason: str) -> Intent:
         """Cancel with Stripe's ``cancellation_reason`` (``abandoned`` for our expiry). The
         local stand-in takes no reason (and keeps none): it is then canceled without one."""
         options: Any = {"idempotency_key": f"pi-cancel-{intent_id}"}
-        params: Any = {} if self._cancel_reasons is False else {"cancellation_reason": reason}
-        try:
-            try:
-                obj = self.client.v1.payment_intents.cancel(
-                    intent_id, params=params, options=options
-                )
-            except stripe.InvalidRequestError as exc:
-                if not params or "cancellation_reason" not in str(exc):
-                    raise
-                self._cancel_reasons = False
-                obj = self.client.v1.payment_intents.cancel(intent_id, options=options)
-        except stripe.StripeError as exc:
-            raise self._fail("cancel_intent", exc, f"canceling PaymentIntent {intent_id}") from exc
-        self._observe("cancel_intent", "ok")
-        return Intent.from_dict(obj.to_dict())
+
+        def cancel() -> Any:
+            if self._cancel_reasons is not False:
+                try:
+                    return self.client.v1.payment_intents.cancel(
+                        intent_id, params={"cancellation_reason": reason}, options=options
+                    )
+                except stripe.InvalidRequestError as exc:
+                    if "cancellation_reason" not in str(exc):
+                        raise
+                    self._cancel_reasons = False
+            return self.client.v1.payment_intents.cancel(intent_id, options=options)
+
+        return self._intent("cancel_intent", f"canceling PaymentIntent {intent_id}", cancel)
 
     def confirm_intent(
         self, intent_id: str, payment_method: str, *, idempotency_key: str
@@ -288,37 +293,28 @@ class StripeGateway:
         method on confirm; Stripe accepts both forms. ``idempotency_key`` makes a retried
         confirmation return Stripe's first answer. A declined card raises ``ProviderDeclined``.
         """
-        action = f"confirming PaymentIntent {intent_id} with {payment_method}"
-        try:
+
+        def confirm() -> Any:
             self.client.v1.payment_intents.update(
                 intent_id,
                 params={"payment_method": payment_method},
                 options={"idempotency_key": f"{idempotency_key}-attach"},
             )
-            obj = self.client.v1.payment_intents.confirm(
+            return self.client.v1.payment_intents.confirm(
                 intent_id, options={"idempotency_key": f"{idempotency_key}-confirm"}
             )
-        except stripe.StripeError as exc:
-            raise self._fail("confirm_intent", exc, action) from exc
-        self._observe("confirm_intent", "ok")
-        intent = Intent.from_dict(obj.to_dict())
-        log.info(
-            "stripe intent confirmed",
-            payment_id=intent.payment_id,
-            intent_id=intent.id,
-            provider_status=intent.status,
-        )
-        return intent
+
+        action = f"confirming PaymentIntent {intent_id} with {payment_method}"
+        return self._intent("confirm_intent", action, confirm)
 
     # -- events -----------------------------------------------------------------------------
 
     def _list_events(self, params: dict[str, Any], action: str) -> Any:
-        try:
-            page = self.client.v1.events.list(params=params)  # type: ignore[arg-type]
-        except stripe.StripeError as exc:
-            raise self._fail("list_events", exc, action) from exc
-        self._observe("list_events", "ok")
-        return page
+        return self._call(
+            "list_events",
+            action,
+            lambda: self.client.v1.events.list(params=params),  # type: ignore[arg-type]
+        )
 
     def _typed(self) -> bool:
         """Probe once whether Stripe lists several types in one call (``types[]``)."""

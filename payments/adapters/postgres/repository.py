@@ -236,7 +236,7 @@ class PostgresRepository:
             payment = None
             if intent is not None and handled:
                 payment = payment_store.get_by_intent(cur, intent.id)
-                named = _uuid_or_none(intent.payment_id)
+                named = intent.payment_uuid
                 if payment is None and named is not None:
                     payment = payment_store.get(cur, named)
             if payment is None or intent is None:
@@ -269,12 +269,3 @@ class PostgresRepository:
     def set_cursor(self, name: str, value: str) -> None:
         with self._tx() as cur:
             cursors.put(cur, name, value)
-
-
-def _uuid_or_none(raw: str | None) -> UUID | None:
-    if not raw:
-        return None
-    try:
-        return UUID(raw)
-    except ValueError:
-        return None
