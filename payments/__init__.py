@@ -1,1 +1,3 @@
-"""The framework-free core: statuses, money, the payment record, SQL and Stripe adapters."""
+"""The framework-free core: the domain (statuses, money, the payment, intents, events), the
+ports, the use cases (service, reconcile), the adapters (PostgreSQL, Stripe) and the one
+composition root (bootstrap)."""
