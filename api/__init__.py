@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import atexit
-import hmac
 import logging
+import re
 import time
 import uuid
 
@@ -12,39 +12,26 @@ import structlog
 from flask import Flask, Response, g, request
 
 from api import problems
+from api.auth import Authenticator, check_settings, remember
 from api.bootstrap import ApiServices, build_api_services
 from api.checkout import checkout_bp
+from api.checkout_tokens import CheckoutTokens
 from api.contracts import contracts_bp
 from api.ops import ops_bp
-from api.problems import ApiProblem
 from api.views import bp
 from payments.logs import configure_logging, get_logger
 from payments.settings import Settings
 
 log = get_logger("api.request")
-OPEN_ENDPOINTS = frozenset(
-    {
-        "payments.stripe_webhook",
-        "payments.healthz",
-        "payments.readyz",
-        # /metrics, /ops and /ops.json check the operator credential (api/operator.py)
-        "payments.metrics",
-        "ops.ops_page",
-        "ops.ops_json",
-        "payments.openapi",
-        "payments.docs",
-        "contracts.asyncapi",  # the AsyncAPI contract of the topics: public, like /openapi.json
-        # the page and its assets; the API calls it makes need a key when keys are configured
-        "checkout.page",
-        "checkout.static",
-    }
-)
+# A caller's own X-Request-Id is kept when it is this tame; otherwise one is made.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def create_app(settings: Settings | None = None, *, services: ApiServices | None = None) -> Flask:
     """Build the app. With ``services`` built over fakes, nothing connects anywhere."""
     settings = settings or (services.settings if services else Settings())
     configure_logging(settings.log_level)
+    check_settings(settings)  # ConfigurationError (naming the setting) before anything connects
     # stripe-python logs every request at INFO; our own lines carry what matters.
     logging.getLogger("stripe").setLevel(logging.WARNING)
     # kafka-python (the /ops collector) logs every connection and metadata refresh at INFO.
@@ -56,27 +43,20 @@ def create_app(settings: Settings | None = None, *, services: ApiServices | None
     app.json.sort_keys = False  # type: ignore[attr-defined]
     wired = services or build_api_services(settings)
     app.extensions["payments"] = wired
-    api_keys = frozenset(settings.api_key_tenants)
+    tokens = CheckoutTokens(settings.checkout_token_secret, settings.checkout_token_ttl_seconds)
+    app.extensions["checkout_tokens"] = tokens
+    authenticator = Authenticator(settings, tokens)
 
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
-        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         g.payment_id = None
+        g.tenant = None
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=g.request_id)
-        if api_keys and request.endpoint not in OPEN_ENDPOINTS:
-            header = request.headers.get("Authorization", "")
-            token = header[7:] if header.lower().startswith("bearer ") else ""
-            if not any(hmac.compare_digest(token, key) for key in api_keys):
-                raise ApiProblem(
-                    401,
-                    "Unauthorized",
-                    "send 'Authorization: Bearer <API key>' with a configured key",
-                    kind="unauthorized",
-                    field="Authorization",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+        remember(authenticator.authenticate())
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -92,6 +72,7 @@ def create_app(settings: Settings | None = None, *, services: ApiServices | None
             status=response.status_code,
             duration_ms=round(elapsed * 1000, 2),
             payment_id=g.get("payment_id"),
+            tenant=g.get("tenant"),
             request_id=g.get("request_id"),
         )
         return response

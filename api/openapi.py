@@ -1,26 +1,70 @@
-"""The OpenAPI 3.1 document (paths by hand, schemas from the pydantic models) and its HTML page."""
+"""The OpenAPI 3.1 document (paths by hand, schemas from the pydantic models) and its HTML page.
+
+It describes the server exactly: every status an operation can answer is listed, and every
+request the document allows is one the server accepts; ``tests/integration/
+test_api_openapi_live.py`` runs Schemathesis with all its checks against the running API to keep
+it so. Patterns are written once, in ``api.ids`` and ``api.schemas``, and used by both the server
+and this document.
+"""
 
 from __future__ import annotations
 
 import html
 from typing import Any
 
+from api.demo_shop import DEMO_KEY_MAX, DEMO_ORDERS, DemoOrderBody
+from api.ids import CURSOR_PATTERN, UUID_PATTERN, idempotency_key_pattern
 from api.schemas import schema_components
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {
+def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    answer: dict[str, Any] = {
         "description": description,
         "content": {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
         },
     }
+    if retry_after:
+        answer["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying",
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            }
+        }
+    return answer
 
 
-def _json(ref: str, description: str) -> dict[str, Any]:
-    return {
+def _json(ref: str, description: str, **headers: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _body(ref: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def _idempotency_key(max_length: int) -> dict[str, Any]:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": True,
+        "description": "One key per payment attempt (e.g. a UUID): the same key and body "
+        f"answer the same payment. 1 to {max_length} printable ASCII characters, no space at "
+        "either end.",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": max_length,
+            "pattern": idempotency_key_pattern(max_length),
+        },
     }
 
 
@@ -28,12 +72,301 @@ PAYMENT_ID = {
     "name": "payment_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "format": "uuid"},
+    "schema": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN},
 }
-COMMON = {
-    "401": _problem("Missing or wrong API key (when API keys are configured)"),
-    "503": _problem("Database or Stripe unavailable; retry after Retry-After seconds"),
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+OPEN: list[dict[str, list[str]]] = []
+LOCATION = {"description": "/payments/<id>", "schema": {"type": "string"}}
+REPLAYED = {
+    "description": "true when the answer is the payment an earlier request with this key made",
+    "schema": {"type": "string", "enum": ["true"]},
 }
+
+# What every bearer-protected operation may answer besides its own outcomes.
+AUTHENTICATED = {
+    "401": _problem("No bearer credential, or not a valid API key or checkout token"),
+    "403": _problem("A checkout token used beyond its one payment's confirm and timeline"),
+    "503": _problem("Database or Stripe unavailable; retry after Retry-After", retry_after=True),
+}
+JSON_BODY = {
+    "400": _problem("The body is not valid JSON"),
+    "413": _problem("The body is larger than the limit"),
+    "415": _problem("The body is not application/json"),
+    "422": _problem("A field is invalid (each one named in errors)"),
+}
+BAD_ID = {"422": _problem("The payment id is not a UUID")}
+NO_PAYMENT = {"404": _problem("No such payment")}
+
+
+def _payments_paths() -> dict[str, Any]:
+    return {
+        "/payments": {
+            "post": {
+                "operationId": "createPayment",
+                "summary": "Start a payment (idempotent per Idempotency-Key)",
+                "security": BEARER,
+                "parameters": [_idempotency_key(255)],
+                "requestBody": _body("CreatePayment"),
+                "responses": {
+                    "201": _json(
+                        "CreatedPayment",
+                        "Created, or replayed (Idempotent-Replayed: true)",
+                        Location=LOCATION,
+                        **{"Idempotent-Replayed": REPLAYED},
+                    ),
+                    "202": _json(
+                        "CreatedPayment",
+                        "Stored as pending; Stripe unreachable, the intent is created later",
+                        Location=LOCATION,
+                    ),
+                    **AUTHENTICATED,
+                    **JSON_BODY,
+                    "400": _problem(
+                        "Missing or invalid Idempotency-Key, malformed JSON, or a field Stripe "
+                        "refused"
+                    ),
+                    "402": _problem("Declined by Stripe; the payment is failed"),
+                    "409": _problem(
+                        "The key is in use by a request still in progress (Retry-After), or "
+                        "was used with another body",
+                        retry_after=True,
+                    ),
+                },
+            },
+            "get": {
+                "operationId": "listPayments",
+                "summary": "List payments, oldest first, keyset paginated",
+                "security": BEARER,
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"$ref": "#/components/schemas/Status"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "The `next` of the previous page",
+                        "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+                    },
+                ],
+                "responses": {
+                    "200": _json("PaymentPage", "One page"),
+                    **AUTHENTICATED,
+                    "422": _problem("Invalid query parameter"),
+                },
+            },
+        },
+        "/payments/{payment_id}": {
+            "get": {
+                "operationId": "getPayment",
+                "summary": "One payment (read from a replica, primary fallback)",
+                "security": BEARER,
+                "parameters": [PAYMENT_ID],
+                "responses": {
+                    "200": _json("Payment", "The payment"),
+                    **AUTHENTICATED,
+                    **NO_PAYMENT,
+                    **BAD_ID,
+                },
+            },
+        },
+        "/payments/{payment_id}/cancel": {
+            "post": {
+                "operationId": "cancelPayment",
+                "summary": "Cancel the payment (and its PaymentIntent)",
+                "security": BEARER,
+                "parameters": [PAYMENT_ID],
+                "responses": {
+                    "200": _json("Payment", "Canceled (or already was)"),
+                    **AUTHENTICATED,
+                    "400": _problem("Stripe refused the request"),
+                    "402": _problem("Stripe refused the request"),
+                    "404": _problem("No such payment (or Stripe does not know its intent)"),
+                    "409": _problem("Already final, or being created", retry_after=True),
+                    **BAD_ID,
+                },
+            },
+        },
+        "/payments/{payment_id}/confirm": {
+            "post": {
+                "operationId": "confirmPayment",
+                "summary": "Confirm the PaymentIntent with a payment method made by Stripe.js "
+                "(server-side confirmation); the status follows by webhook. An API key or the "
+                "payment's checkout token.",
+                "security": BEARER,
+                "parameters": [PAYMENT_ID],
+                "requestBody": _body("ConfirmPayment"),
+                "responses": {
+                    "200": _json("Confirmation", "Stripe's answer (e.g. requires_action)"),
+                    **AUTHENTICATED,
+                    **JSON_BODY,
+                    "400": _problem("Malformed JSON, or a field Stripe refused"),
+                    "402": _problem("Declined by Stripe; the webhook marks the payment failed"),
+                    "404": _problem("No such payment, or Stripe does not know the payment method"),
+                    "409": _problem("Already final, or no intent yet", retry_after=True),
+                    "422": _problem("Invalid payment id or payment method"),
+                },
+            },
+        },
+        "/payments/{payment_id}/timeline": {
+            "get": {
+                "operationId": "getPaymentTimeline",
+                "summary": "The payment (from the primary), its audit rows, webhook inbox "
+                "rows and payment-status-update events, as steps. An API key or the payment's "
+                "checkout token.",
+                "security": BEARER,
+                "parameters": [PAYMENT_ID],
+                "responses": {
+                    "200": _json("Timeline", "The payment's way through the pipeline"),
+                    **AUTHENTICATED,
+                    **NO_PAYMENT,
+                    **BAD_ID,
+                },
+            },
+        },
+        "/payments/{payment_id}/checkout-token": {
+            "post": {
+                "operationId": "createCheckoutToken",
+                "summary": "A short-lived token the customer's browser uses to confirm and "
+                "follow this one payment on /checkout?token=… (API key only)",
+                "security": BEARER,
+                "parameters": [PAYMENT_ID],
+                "responses": {
+                    "200": _json("CheckoutToken", "The token and its checkout page"),
+                    **AUTHENTICATED,
+                    **NO_PAYMENT,
+                    **BAD_ID,
+                },
+            },
+        },
+    }
+
+
+def _checkout_paths() -> dict[str, Any]:
+    return {
+        "/checkout": {
+            "get": {
+                "operationId": "checkoutPage",
+                "summary": "HTML checkout page: with ?token=…, the merchant's payment; without, "
+                "the demo shop (local Stripe stand-in only)",
+                "security": OPEN,
+                "parameters": [
+                    {
+                        "name": "token",
+                        "in": "query",
+                        "required": False,
+                        "description": "A checkout token (POST /payments/{id}/checkout-token)",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "order",
+                        "in": "query",
+                        "required": False,
+                        "description": "The demo shop's order to preselect",
+                        "schema": {"type": "string", "enum": list(DEMO_ORDERS)},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "401": _problem("The checkout token is not valid or expired"),
+                    "404": _problem("No such order, the token's payment is gone, or no demo shop"),
+                    "503": _problem(
+                        "Checkout tokens or the database unavailable", retry_after=True
+                    ),
+                },
+            }
+        },
+        "/checkout/orders": {
+            "post": {
+                "operationId": "startDemoOrder",
+                "summary": "The demo shop's server-side merchant step: prices the order, creates "
+                "its payment (tenant demo) and answers a checkout token for it (local Stripe "
+                "stand-in only)",
+                "security": OPEN,
+                "parameters": [_idempotency_key(DEMO_KEY_MAX)],
+                "requestBody": _body("DemoOrder"),
+                "responses": {
+                    "201": _json(
+                        "DemoOrderCreated",
+                        "Created, or replayed (Idempotent-Replayed: true)",
+                        **{"Idempotent-Replayed": REPLAYED},
+                    ),
+                    "202": _json("DemoOrderCreated", "Stored as pending; Stripe unreachable"),
+                    **JSON_BODY,
+                    "400": _problem(
+                        "Missing or invalid Idempotency-Key, malformed JSON, or refused by Stripe"
+                    ),
+                    "402": _problem("Declined by Stripe"),
+                    "404": _problem("No demo shop here (real Stripe)"),
+                    "409": _problem(
+                        "The key is in use by a request in progress, or was used for another order",
+                        retry_after=True,
+                    ),
+                    "503": _problem(
+                        "Database, Stripe or checkout tokens unavailable", retry_after=True
+                    ),
+                },
+            }
+        },
+    }
+
+
+def _operations_paths() -> dict[str, Any]:
+    return {
+        "/webhooks/stripe": {
+            "post": {
+                "operationId": "stripeWebhook",
+                "summary": "Stripe events, signed (Stripe-Signature over the raw body, with any "
+                "of the configured secrets)",
+                "security": [{"stripeSignature": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": _json("WebhookAck", "Accepted (applied, duplicate or ignored)"),
+                    "401": _problem("Missing, wrong or stale signature"),
+                    "413": _problem("Body too large"),
+                    "422": _problem("Correctly signed, but not a Stripe event"),
+                    "503": _problem(
+                        "No webhook secret configured, or database unavailable; Stripe retries",
+                        retry_after=True,
+                    ),
+                },
+            },
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "summary": "The process is up",
+                "security": OPEN,
+                "responses": {"200": _json("Health", "Up")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "ready",
+                "summary": "Up or down per database part (primary, replicas), nothing more",
+                "security": OPEN,
+                "responses": {
+                    "200": _json("Ready", "Every part is up"),
+                    "503": _json("Ready", "A part is down"),
+                },
+            }
+        },
+    }
 
 
 def build_spec() -> dict[str, Any]:
@@ -41,221 +374,31 @@ def build_spec() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "Payments API",
-            "version": "0.1.0",
+            "version": "0.2.0",
             "description": "Idempotent payment initiation with Stripe, signed webhooks, "
-            "replica reads. Errors are application/problem+json.",
+            "replica reads. Authenticate with 'Authorization: Bearer <API key>' (each key acts "
+            "for its tenant); a checkout token may only confirm and follow its own payment. "
+            "Errors are application/problem+json.",
         },
+        "security": BEARER,
         "components": {
-            "schemas": schema_components(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "paths": {
-            "/payments": {
-                "post": {
-                    "operationId": "createPayment",
-                    "summary": "Start a payment (idempotent per Idempotency-Key)",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": True,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                        }
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/CreatePayment"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "201": _json(
-                            "CreatedPayment",
-                            "Created (or replayed: header Idempotent-Replayed: true)",
-                        ),
-                        "202": _json(
-                            "CreatedPayment",
-                            "Stored as pending; Stripe unreachable, the intent is created later",
-                        ),
-                        "400": _problem("Malformed request or refused by Stripe"),
-                        "402": _problem("Declined by Stripe; the payment is failed"),
-                        "409": _problem("A request with this key is in progress"),
-                        "413": _problem("Body too large"),
-                        "415": _problem("Body is not JSON"),
-                        "422": _problem("Invalid field, or key reused with another body"),
-                        **COMMON,
-                    },
+            "schemas": schema_components(DemoOrderBody),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key of API_KEYS (acts for its tenant), or on confirm "
+                    "and timeline the payment's checkout token",
                 },
-                "get": {
-                    "operationId": "listPayments",
-                    "summary": "List payments, oldest first, keyset paginated",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"$ref": "#/components/schemas/Status"},
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "required": False,
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": 100,
-                                "default": 20,
-                            },
-                        },
-                        {
-                            "name": "after",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "200": _json("PaymentPage", "One page"),
-                        "422": _problem("Invalid query parameter"),
-                        **COMMON,
-                    },
+                "stripeSignature": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Stripe-Signature",
+                    "description": "Stripe's signature of the raw body (t=…,v1=…)",
                 },
-            },
-            "/payments/{payment_id}": {
-                "get": {
-                    "operationId": "getPayment",
-                    "summary": "One payment (read from a replica, primary fallback)",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [PAYMENT_ID],
-                    "responses": {
-                        "200": _json("Payment", "The payment"),
-                        "404": _problem("No such payment"),
-                        **COMMON,
-                    },
-                },
-            },
-            "/payments/{payment_id}/cancel": {
-                "post": {
-                    "operationId": "cancelPayment",
-                    "summary": "Cancel the payment (and its PaymentIntent)",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [PAYMENT_ID],
-                    "responses": {
-                        "200": _json("Payment", "Canceled (or already was)"),
-                        "404": _problem("No such payment"),
-                        "409": _problem("Already final, or being created"),
-                        "503": _problem("Stripe unreachable; retry"),
-                        **COMMON,
-                    },
-                },
-            },
-            "/payments/{payment_id}/confirm": {
-                "post": {
-                    "operationId": "confirmPayment",
-                    "summary": "Confirm the PaymentIntent with a payment method made by Stripe.js "
-                    "(server-side confirmation); the status follows by webhook",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [PAYMENT_ID],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/ConfirmPayment"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": _json("Confirmation", "Stripe's answer (e.g. requires_action)"),
-                        "402": _problem("Declined by Stripe; the webhook marks the payment failed"),
-                        "404": _problem("No such payment"),
-                        "409": _problem("Already final, or no intent yet"),
-                        "422": _problem("Invalid id or payment method"),
-                        **COMMON,
-                    },
-                },
-            },
-            "/payments/{payment_id}/timeline": {
-                "get": {
-                    "operationId": "getPaymentTimeline",
-                    "summary": "The payment (from the primary), its audit rows, webhook inbox "
-                    "rows and payment-status-update events, as steps",
-                    "security": [{"bearer": []}, {}],
-                    "parameters": [PAYMENT_ID],
-                    "responses": {
-                        "200": _json("Timeline", "The payment's way through the pipeline"),
-                        "404": _problem("No such payment"),
-                        "422": _problem("The id is not a UUID"),
-                        **COMMON,
-                    },
-                },
-            },
-            "/checkout": {
-                "get": {
-                    "operationId": "checkoutPage",
-                    "summary": "HTML checkout page: pay with a card and watch every hop",
-                    "responses": {
-                        "200": {
-                            "description": "The page",
-                            "content": {"text/html": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/webhooks/stripe": {
-                "post": {
-                    "operationId": "stripeWebhook",
-                    "summary": "Stripe events, signed (Stripe-Signature over the raw body)",
-                    "parameters": [
-                        {
-                            "name": "Stripe-Signature",
-                            "in": "header",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "responses": {
-                        "200": _json("WebhookAck", "Accepted (applied, duplicate or ignored)"),
-                        "400": _problem("Bad or stale signature, or not an event"),
-                        "413": _problem("Body too large"),
-                        "503": _problem("Database unavailable; Stripe retries later"),
-                    },
-                },
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "health",
-                    "responses": {
-                        "200": {
-                            "description": "The process is up",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "ready",
-                    "responses": {
-                        "200": {
-                            "description": "Primary and every replica answer",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        "503": {
-                            "description": "A database is unreachable",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                    },
-                }
             },
         },
+        "paths": {**_payments_paths(), **_checkout_paths(), **_operations_paths()},
     }
 
 
@@ -275,6 +418,16 @@ def render_docs(spec: dict[str, Any]) -> str:
             parts.append(f"<h3><code>{method.upper()} {html.escape(path)}</code></h3>")
             if op.get("summary"):
                 parts.append(f"<p>{html.escape(op['summary'])}</p>")
+            auth = (
+                "none"
+                if op.get("security") == []
+                else ", ".join(
+                    name
+                    for requirement in op.get("security", spec["security"])
+                    for name in requirement
+                )
+            )
+            parts.append(f"<p>Authentication: {html.escape(auth)}</p>")
             params = op.get("parameters", [])
             if params:
                 parts.append("<ul>")

@@ -24,6 +24,8 @@ from payments.service import CreationInProgress, IdempotencyKeyReused, PaymentDe
 
 log = get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
+# What a 5xx says: never an upstream error or a host name (those are logged, with the request id).
+INTERNAL_DETAIL = "an unexpected error occurred; see the server log"
 
 
 class ApiProblem(Exception):
@@ -98,9 +100,19 @@ def translate(exc: Exception) -> Response:
         errors = _pydantic_errors(exc)
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, "Invalid request", detail, kind="validation-error", errors=errors)
+    if isinstance(exc, InvalidRequest) and exc.field == "Stripe-Signature":
+        # The signature is how a webhook authenticates: missing, wrong or stale is a 401.
+        return problem(
+            401,
+            "Webhook signature refused",
+            str(exc),
+            kind="webhook-signature",
+            errors=_field_errors(exc.field, str(exc)),
+            headers={"WWW-Authenticate": 'Stripe-Signature realm="webhooks"'},
+        )
     if isinstance(exc, InvalidRequest):
         return problem(
-            400 if exc.field == "Stripe-Signature" else 422,
+            422,
             "Invalid request",
             str(exc),
             kind="invalid-request",
@@ -109,12 +121,18 @@ def translate(exc: Exception) -> Response:
     if isinstance(exc, NotFound):
         return problem(404, "Not found", str(exc), kind="not-found")
     if isinstance(exc, IdempotencyKeyReused):
+        # 409: the key is bound to the stored request. The detail is ours, not the service's:
+        # it names the caller's own key and nothing stored under it.
+        detail = (
+            "this Idempotency-Key was already used with a different request body; send the "
+            "same body to get that payment again, or use a new key for a new payment"
+        )
         return problem(
-            422,
+            409,
             "Idempotency key reused with a different body",
-            str(exc),
+            detail,
             kind="idempotency-key-reused",
-            errors=_field_errors("Idempotency-Key", str(exc)),
+            errors=_field_errors("Idempotency-Key", detail),
         )
     if isinstance(exc, CreationInProgress):
         return problem(
@@ -133,6 +151,16 @@ def translate(exc: Exception) -> Response:
         if isinstance(exc, PaymentDeclined):
             extra["payment_id"] = str(exc.payment.id)
             g.payment_id = str(exc.payment.id)
+        if exc.code == "resource_missing":
+            # Stripe does not know an object the request names (e.g. the payment method).
+            return problem(
+                404,
+                "Not found at the payment provider",
+                str(exc),
+                kind="provider-resource-missing",
+                errors=_field_errors(exc.field, str(exc)),
+                **extra,
+            )
         status = 400 if exc.field else 402
         return problem(
             status,
@@ -143,10 +171,12 @@ def translate(exc: Exception) -> Response:
             **extra,
         )
     if isinstance(exc, RetryableError):
+        # Stripe's error text names hosts and internals: it goes to the log, not the caller.
+        log.warning("payment provider unavailable", error=str(exc))
         return problem(
             503,
             "Payment provider unavailable",
-            str(exc),
+            "the payment provider could not be reached; retry after Retry-After seconds",
             kind="provider-unavailable",
             headers={"Retry-After": "5"},
         )
@@ -160,22 +190,32 @@ def translate(exc: Exception) -> Response:
             headers={"Retry-After": "2"},
         )
     if isinstance(exc, HTTPException):
-        code = exc.code or 500
-        kind = (exc.name or "error").lower().replace(" ", "-")
-        detail = exc.description or exc.name
-        if code == 413:
-            detail = f"request body is larger than the limit ({detail})"
-        response = problem(code, exc.name, detail, kind=kind)
-        if code == 405 and exc.get_response().headers.get("Allow"):
-            response.headers["Allow"] = exc.get_response().headers["Allow"]
-        return response
+        return _http_problem(exc)
     if isinstance(exc, PaymentsError):
         log.error("unclassified payments error", error=str(exc))
-        return problem(500, "Internal error", str(exc), kind="internal")
+        return problem(
+            500,
+            "Internal error",
+            INTERNAL_DETAIL,
+            kind="internal",
+        )
     log.exception("unhandled error")
-    return problem(
-        500, "Internal error", "an unexpected error occurred; see the server log", kind="internal"
-    )
+    return problem(500, "Internal error", INTERNAL_DETAIL, kind="internal")
+
+
+def _http_problem(exc: HTTPException) -> Response:
+    code = exc.code or 500
+    kind = (exc.name or "error").lower().replace(" ", "-")
+    detail = exc.description or exc.name
+    if code >= 500:
+        log.error("http error", status=code, error=detail)
+        detail = INTERNAL_DETAIL
+    if code == 413:
+        detail = f"request body is larger than the limit ({detail})"
+    response = problem(code, exc.name, detail, kind=kind)
+    if code == 405 and exc.get_response().headers.get("Allow"):
+        response.headers["Allow"] = exc.get_response().headers["Allow"]
+    return response
 
 
 def register(app: Flask) -> None:

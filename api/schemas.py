@@ -6,24 +6,41 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
     StrictInt,
     StringConstraints,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from payments.domain.money import CURRENCIES, MAX_AMOUNT_MINOR, MIN_AMOUNT_MINOR
 from payments.domain.status import Status
 
 # Stripe's metadata rules: 50 keys (one is ours: payment_id), key <= 40 chars without square
-# brackets, value <= 500 chars.
+# brackets, value <= 500 chars. No text holds NUL (PostgreSQL refuses it). Character classes are
+# spelled out (no \\s, \\w): the document's patterns must read the same in Python, in
+# ECMAScript and in pydantic's Rust regex engine.
 METADATA_MAX_KEYS = 49
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[^\[\]]+$")]
-MetadataValue = Annotated[str, StringConstraints(max_length=500)]
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+NO_NUL = r"^[^\x00]*$"
+MetadataKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=40, pattern=r"^[^\[\]\x00]+$")
+]
+MetadataValue = Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)]
+EMAIL_PATTERN = r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+\.[^@\x00-\x20\x7f]+$"
+EmailText = Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)]
+# Lower case, or the same code in upper case (normalised to lower case).
+CURRENCY_CODES: list[JsonValue] = [*sorted(CURRENCIES), *sorted(c.upper() for c in CURRENCIES)]
+
+
+def _integral_amount(value: Any) -> Any:
+    """JSON has one number type: 1999.0 is the integer 1999 (JSON Schema's "integer" says so
+    too), so it is taken as exactly that; 19.99, booleans and strings are refused."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 def _strings(data: Any, where: str = "body") -> list[tuple[str, str]]:
@@ -43,12 +60,30 @@ def _strings(data: Any, where: str = "body") -> list[tuple[str, str]]:
     return found
 
 
+def _metadata_schema(schema: dict[str, Any]) -> None:
+    """The metadata rules as JSON Schema: pydantic's own rendering (patternProperties) would
+    let any key that misses the pattern through."""
+    schema.pop("patternProperties", None)
+    schema.update(
+        {
+            "maxProperties": METADATA_MAX_KEYS,
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": 40,
+                "pattern": r"^[^\[\]\x00]+$",
+                "not": {"const": "payment_id"},
+            },
+            "additionalProperties": {"type": "string", "maxLength": 500, "pattern": NO_NUL},
+        }
+    )
+
+
 class CreatePaymentBody(BaseModel):
     """Body of ``POST /payments``."""
 
     model_config = ConfigDict(extra="forbid", title="CreatePayment")
 
-    amount_minor: StrictInt = Field(
+    amount_minor: Annotated[StrictInt, BeforeValidator(_integral_amount)] = Field(
         ge=MIN_AMOUNT_MINOR,
         le=MAX_AMOUNT_MINOR,
         description="Amount in the currency's minor unit (cents for usd), an integer.",
@@ -56,37 +91,40 @@ class CreatePaymentBody(BaseModel):
     currency: str = Field(
         min_length=3,
         max_length=3,
-        description="ISO 4217 code that Stripe supports (lower case; upper case is accepted).",
-        json_schema_extra={"enum": list[JsonValue](sorted(CURRENCIES))},
+        description="ISO 4217 code that Stripe supports, lower case (the upper-case spelling "
+        "is accepted and stored lower case).",
+        json_schema_extra={"enum": CURRENCY_CODES},
     )
-    customer_email: (
-        Annotated[str, StringConstraints(max_length=254, pattern=EMAIL_PATTERN)] | None
-    ) = None
-    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    customer_email: EmailText | None = None
+    description: Annotated[str, StringConstraints(max_length=1000, pattern=NO_NUL)] | None = None
     metadata: dict[MetadataKey, MetadataValue] = Field(
-        default_factory=dict, description="Up to 49 string pairs; `payment_id` is reserved."
+        default_factory=dict,
+        description="Up to 49 string pairs; `payment_id` is reserved.",
+        json_schema_extra=lambda schema: _metadata_schema(schema),
     )
 
-    @model_validator(mode="before")
+    @field_validator("customer_email", "description", "metadata", mode="before")
     @classmethod
-    def _storable_text(cls, data: Any) -> Any:
+    def _storable_text(cls, value: Any, info: ValidationInfo) -> Any:
         """PostgreSQL text and jsonb hold neither NUL nor lone UTF-16 surrogates."""
-        for where, text in _strings(data):
+        for where, text in _strings(value, info.field_name or "body"):
             if "\x00" in text:
                 raise ValueError(f"{where} contains a NUL character")
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
                 raise ValueError(f"{where} is not valid Unicode text") from None
-        return data
+        return value
 
     @field_validator("currency")
     @classmethod
     def _known_currency(cls, value: str) -> str:
-        lowered = value.lower()
-        if lowered not in CURRENCIES:
-            raise ValueError(f"{value!r} is not an ISO 4217 currency Stripe supports")
-        return lowered
+        if value not in CURRENCY_CODES:
+            raise ValueError(
+                f"{value!r} is not an ISO 4217 currency Stripe supports (lower case, or all "
+                "upper case)"
+            )
+        return value.lower()
 
     @field_validator("metadata")
     @classmethod
@@ -146,7 +184,8 @@ class ConfirmPaymentBody(BaseModel):
     model_config = ConfigDict(extra="forbid", title="ConfirmPayment")
 
     payment_method: Annotated[
-        str, StringConstraints(min_length=4, max_length=255, pattern=r"^(pm|card|src)_\w+$")
+        str,
+        StringConstraints(min_length=4, max_length=255, pattern=r"^(pm|card|src)_[A-Za-z0-9_]+$"),
     ] = Field(
         description="A payment method made in the browser by Stripe.js (pm_…, or the card_… "
         "of a token); never raw card details."
@@ -199,6 +238,45 @@ class TimelineOut(BaseModel):
     )
 
 
+class CheckoutTokenOut(BaseModel):
+    """Answer of ``POST /payments/<id>/checkout-token``."""
+
+    model_config = ConfigDict(title="CheckoutToken")
+
+    payment_id: str = Field(json_schema_extra={"format": "uuid"})
+    token: str = Field(
+        description="Bearer token for the customer's browser: confirms and follows this one "
+        "payment until expires_at, nothing else."
+    )
+    expires_at: str = Field(json_schema_extra={"format": "date-time"})
+    checkout_url: str = Field(description="The checkout page for this payment (relative URL).")
+
+
+class DemoOrderCreatedOut(CreatedPaymentOut):
+    """Answer of ``POST /checkout/orders``: the payment the demo shop made, and the browser's
+    token for it (null only with authentication disabled and no CHECKOUT_TOKEN_SECRET)."""
+
+    model_config = ConfigDict(title="DemoOrderCreated")
+
+    checkout_token: str | None
+    checkout_token_expires_at: str | None = Field(json_schema_extra={"format": "date-time"})
+
+
+class HealthOut(BaseModel):
+    model_config = ConfigDict(title="Health")
+
+    status: str = Field(json_schema_extra={"enum": ["up"]})
+
+
+class ReadyOut(BaseModel):
+    """Up or down per part (primary, replicas), nothing more."""
+
+    model_config = ConfigDict(title="Ready")
+
+    status: str = Field(json_schema_extra={"enum": ["ready", "not ready"]})
+    checks: dict[str, Annotated[str, Field(json_schema_extra={"enum": ["up", "down"]})]]
+
+
 class FieldError(BaseModel):
     field: str
     message: str
@@ -223,8 +301,8 @@ class WebhookAck(BaseModel):
     outcome: str | None = None
 
 
-def schema_components() -> dict[str, Any]:
-    """JSON schemas of every model, for ``components.schemas``."""
+def schema_components(*extra: type[BaseModel]) -> dict[str, Any]:
+    """JSON schemas of every model (and ``extra`` ones), for ``components.schemas``."""
     models: list[type[BaseModel]] = [
         CreatePaymentBody,
         PaymentOut,
@@ -233,9 +311,14 @@ def schema_components() -> dict[str, Any]:
         ConfirmPaymentBody,
         ConfirmationOut,
         TimelineOut,
+        CheckoutTokenOut,
+        DemoOrderCreatedOut,
+        HealthOut,
+        ReadyOut,
         FieldError,
         Problem,
         WebhookAck,
+        *extra,
     ]
     out: dict[str, Any] = {}
     for model in models:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from uuid import UUID
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from api.auth import CallerKind, checkout_tokens, current_caller, tokens_not_configured
 from api.bootstrap import ApiServices
+from api.checkout_tokens import TokensNotConfigured
+from api.ids import (
+    IDEMPOTENCY_KEY_PATTERN,
+    LIMIT_PATTERN,
+    decode_cursor,
+    encode_cursor,
+    parse_payment_id,
+)
 from api.openapi import build_spec, render_docs
 from api.operator import operator_required
 from api.problems import ApiProblem
@@ -18,11 +28,19 @@ from payments.domain.errors import InvalidRequest
 from payments.domain.money import Money
 from payments.domain.payment import Payment
 from payments.domain.status import Status
-from payments.ports import PageCursor
+from payments.logs import get_logger
 from payments.service import CreateOutcome, CreatePayment
 
+log = get_logger(__name__)
 bp = Blueprint("payments", __name__)
 WEBHOOK_MAX_BYTES = 1024 * 1024
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_LIMIT = re.compile(LIMIT_PATTERN)
+# What a 202 tells the caller; Stripe's own error text (hosts, internals) goes to the log.
+PENDING_REASON = (
+    "the payment is stored as pending but Stripe could not be reached; it will be completed "
+    "automatically, or retry with the same Idempotency-Key"
+)
 
 
 def services() -> ApiServices:
@@ -32,14 +50,40 @@ def services() -> ApiServices:
 
 def _payment_id(raw: str) -> UUID:
     try:
-        return UUID(raw)
+        return parse_payment_id(raw)
     except ValueError:
         raise InvalidRequest(
-            f"payment id must be a UUID, got {raw!r}", field="payment_id"
+            f"payment id must be a UUID (8-4-4-4-12 hex digits), got {raw!r}", field="payment_id"
         ) from None
 
 
-def _json_body() -> Any:
+def idempotency_key() -> str:
+    """The ``Idempotency-Key`` header: 1 to 255 printable ASCII characters, no space at either
+    end (HTTP would strip it)."""
+    key = request.headers.get("Idempotency-Key", "")
+    if not key:
+        raise ApiProblem(
+            400,
+            "Idempotency-Key required",
+            "send an Idempotency-Key header of 1 to 255 printable characters, e.g. a UUID",
+            kind="idempotency-key-required",
+            field="Idempotency-Key",
+        )
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiProblem(
+            400,
+            "Invalid Idempotency-Key",
+            "the Idempotency-Key header must be 1 to 255 printable ASCII characters "
+            f"(got {len(key)} characters: {key[:80]!r})",
+            kind="invalid-idempotency-key",
+            field="Idempotency-Key",
+        )
+    return key
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object (415 when not JSON, 400 when malformed, 422 when not an
+    object)."""
     if not request.is_json:
         raise ApiProblem(
             415,
@@ -57,37 +101,6 @@ def _json_body() -> Any:
             kind="malformed-json",
             field="body",
         )
-    return data
-
-
-def _created_body(payment: Payment, pending_reason: str | None = None) -> dict[str, Any]:
-    return {
-        **payment.public_dict(),
-        "client_secret": payment.client_secret,
-        "pending_reason": pending_reason,
-    }
-
-
-@bp.post("/payments")
-def create_payment() -> Response:
-    key = request.headers.get("Idempotency-Key", "")
-    if not 1 <= len(key) <= 255:
-        raise ApiProblem(
-            400,
-            "Idempotency-Key required",
-            f"send an Idempotency-Key header of 1 to 255 characters (got {len(key)})",
-            kind="idempotency-key-required",
-            field="Idempotency-Key",
-        )
-    if not key.isprintable():
-        raise ApiProblem(
-            400,
-            "Invalid Idempotency-Key",
-            f"the Idempotency-Key header must be printable text, got {key!r}",
-            kind="invalid-idempotency-key",
-            field="Idempotency-Key",
-        )
-    data = _json_body()
     if not isinstance(data, dict):
         raise ApiProblem(
             422,
@@ -96,7 +109,44 @@ def create_payment() -> Response:
             kind="validation-error",
             field="body",
         )
-    body = CreatePaymentBody.model_validate(data)
+    return data
+
+
+def created_body(payment: Payment, pending_reason: str | None = None) -> dict[str, Any]:
+    return {
+        **payment.public_dict(),
+        "client_secret": payment.client_secret,
+        "pending_reason": pending_reason,
+    }
+
+
+def _tenant() -> str:
+    tenant = current_caller().tenant
+    assert tenant is not None, "an authenticated endpoint without a tenant"
+    return tenant
+
+
+def created_response(result: Any) -> Response:
+    """201 (created or replayed) or 202 (stored, intent later) for a ``CreateResult``."""
+    payment: Payment = result.payment
+    g.payment_id = str(payment.id)
+    if result.outcome is CreateOutcome.DEFERRED:
+        log.warning("payment stored without intent", payment_id=str(payment.id), why=result.detail)
+        response = jsonify(created_body(payment, PENDING_REASON))
+        response.status_code = 202
+    else:
+        response = jsonify(created_body(payment))
+        response.status_code = 201
+        if result.outcome is CreateOutcome.REPLAYED:
+            response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/payments/{payment.id}"
+    return response
+
+
+@bp.post("/payments")
+def create_payment() -> Response:
+    key = idempotency_key()
+    body = CreatePaymentBody.model_validate(json_object())
     result = services().service.create_payment(
         CreatePayment(
             idempotency_key=key,
@@ -106,18 +156,7 @@ def create_payment() -> Response:
             metadata=body.metadata,
         )
     )
-    payment = result.payment
-    g.payment_id = str(payment.id)
-    if result.outcome is CreateOutcome.DEFERRED:
-        response = jsonify(_created_body(payment, result.detail))
-        response.status_code = 202
-    else:
-        response = jsonify(_created_body(payment))
-        response.status_code = 201
-        if result.outcome is CreateOutcome.REPLAYED:
-            response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/payments/{payment.id}"
-    return response
+    return created_response(result)
 
 
 @bp.get("/payments/<raw_id>")
@@ -131,7 +170,7 @@ def get_payment(raw_id: str) -> Response:
 def list_payments() -> Response:
     args = request.args
     status: Status | None = None
-    if args.get("status"):
+    if "status" in args:
         try:
             status = Status(args["status"])
         except ValueError:
@@ -141,14 +180,26 @@ def list_payments() -> Response:
                 field="status",
             ) from None
     raw_limit = args.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+    if not _LIMIT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= 100:
         raise InvalidRequest(
             f"limit must be an integer from 1 to 100, got {raw_limit!r}", field="limit"
         )
-    after = PageCursor.decode(args["after"]) if args.get("after") else None
+    after = None
+    if "after" in args:
+        try:
+            after = decode_cursor(args["after"])
+        except ValueError:
+            raise InvalidRequest(
+                f"after must be a cursor returned as `next` by GET /payments, got "
+                f"{args['after'][:80]!r}",
+                field="after",
+            ) from None
     payments, cursor = services().service.list(status=status, limit=int(raw_limit), after=after)
     return jsonify(
-        {"data": [p.public_dict() for p in payments], "next": cursor.encode() if cursor else None}
+        {
+            "data": [p.public_dict() for p in payments],
+            "next": encode_cursor(cursor) if cursor else None,
+        }
     )
 
 
@@ -164,16 +215,7 @@ def cancel_payment(raw_id: str) -> Response:
 def confirm_payment(raw_id: str) -> Response:
     payment_id = _payment_id(raw_id)
     g.payment_id = str(payment_id)
-    data = _json_body()
-    if not isinstance(data, dict):
-        raise ApiProblem(
-            422,
-            "Invalid request",
-            "the body must be a JSON object",
-            kind="validation-error",
-            field="body",
-        )
-    body = ConfirmPaymentBody.model_validate(data)
+    body = ConfirmPaymentBody.model_validate(json_object())
     confirmation = services().service.confirm(payment_id, body.payment_method)
     intent = confirmation.intent
     return jsonify(
@@ -198,15 +240,52 @@ def payment_timeline(raw_id: str) -> Response:
     return response
 
 
+@bp.post("/payments/<raw_id>/checkout-token")
+def checkout_token(raw_id: str) -> Response:
+    """The merchant's step of a checkout: a short-lived token the customer's browser may use to
+    confirm and follow this one payment (``/checkout?token=…``)."""
+    caller = current_caller()
+    if caller.kind is CallerKind.CHECKOUT_TOKEN:  # pragma: no cover - api.auth refuses it first
+        raise ApiProblem(403, "Forbidden", "an API key is needed", kind="checkout-token-scope")
+    payment_id = _payment_id(raw_id)
+    g.payment_id = str(payment_id)
+    payment = services().service.get(payment_id)
+    try:
+        issued = checkout_tokens().mint(_tenant(), payment.id)
+    except TokensNotConfigured:
+        raise tokens_not_configured() from None
+    response = jsonify(
+        {
+            "payment_id": str(payment.id),
+            "token": issued.token,
+            "expires_at": issued.grant.expires_at_iso,
+            "checkout_url": f"/checkout?token={issued.token}",
+        }
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.post("/webhooks/stripe")
 def stripe_webhook() -> Response:
     request.max_content_length = WEBHOOK_MAX_BYTES
-    raw = request.get_data(cache=True)
     settings = services().settings
+    secrets = settings.webhook_secrets
+    if not secrets:
+        # Never accepted unverified: without a secret there is nothing to verify against.
+        raise ApiProblem(
+            503,
+            "Webhook secret not configured",
+            "this server has no STRIPE_WEBHOOK_SECRET, so it cannot verify Stripe's signature "
+            "and accepts no event; Stripe retries later",
+            kind="webhook-secret-not-configured",
+            headers={"Retry-After": "60"},
+        )
+    raw = request.get_data(cache=True)
     event, payload = verify_webhook(
         raw,
         request.headers.get("Stripe-Signature"),
-        secret=settings.stripe_webhook_secret,
+        secrets=secrets,
         tolerance_seconds=settings.stripe_webhook_tolerance_seconds,
     )
     result = services().service.apply_webhook_event(event, payload)
@@ -222,15 +301,22 @@ def stripe_webhook() -> Response:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    return jsonify({"status": "ok"})
+    return jsonify({"status": "up"})
 
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    checks = {name: check() for name, check in services().readiness.items()}
-    ready = all(v == "ok" for v in checks.values())
+    """Up or down per part, nothing more: why a part is down goes to the log."""
+    checks: dict[str, str] = {}
+    for name, check in services().readiness.items():
+        result = check()
+        checks[name] = "up" if result == "ok" else "down"
+        if result != "ok":
+            log.warning("readiness check failed", part=name, error=result)
+    ready = all(v == "up" for v in checks.values())
     response = jsonify({"status": "ready" if ready else "not ready", "checks": checks})
     response.status_code = 200 if ready else 503
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -54,9 +54,9 @@ def chromium_page(
         yield page
 
 
-def fill_form(page: Page, *, card: str, amount: str = "19.99", email: str | None = None) -> None:
-    """Fill the form as a person would (the stand-in's card element: number, MM, YY, CVC)."""
-    page.fill("#amount", amount)
+def fill_form(page: Page, *, card: str, email: str | None = None) -> None:
+    """Fill the form as a person would (the stand-in's card element: number, MM, YY, CVC). The
+    amount is not the browser's to choose: the order (or the merchant's payment) sets it."""
     if email is not None:
         page.fill("#email", email)
     element = page.locator("#card-element")

@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 from flask import Flask
+from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -26,6 +27,37 @@ from payments.settings import Settings
 def settings(**overrides: Any) -> Settings:
     """The stack's settings (environment / .env / local defaults), with overrides."""
     return Settings(**overrides)
+
+
+def api_key(s: Settings, tenant: str | None = None) -> str:
+    """An API key of ``API_KEYS`` (of ``tenant``, or of the first tenant by name)."""
+    by_tenant = sorted((t, key) for key, t in s.api_key_tenants.items())
+    for t, key in by_tenant:
+        if tenant is None or t == tenant:
+            return key
+    raise AssertionError(
+        f"no API key{f' of tenant {tenant!r}' if tenant else ''} in API_KEYS "
+        f"(tenants: {[t for t, _ in by_tenant]}); `make up` writes them to .env"
+    )
+
+
+def tenants(s: Settings) -> list[str]:
+    return sorted(set(s.api_key_tenants.values()))
+
+
+def auth(s: Settings, tenant: str | None = None) -> dict[str, str]:
+    """``Authorization`` header with an API key, or nothing when auth is disabled."""
+    if s.api_auth_disabled:
+        return {}
+    return {"Authorization": f"Bearer {api_key(s, tenant)}"}
+
+
+def keyed_client(app: Flask, s: Settings, tenant: str | None = None) -> FlaskClient:
+    """A Flask test client that sends an API key (of ``tenant``) with every request."""
+    client = app.test_client()
+    for name, value in auth(s, tenant).items():
+        client.environ_base[f"HTTP_{name.upper()}"] = value
+    return client
 
 
 def primary_pool(s: Settings) -> ConnectionPool:

@@ -1,9 +1,12 @@
-// The checkout page: create the payment (idempotent), confirm it with Stripe.js, then follow it
-// through the pipeline with GET /payments/<id>/timeline until its event is emitted.
+// The checkout page: get the payment (the merchant made it, or the demo shop's server step makes
+// it), confirm it with Stripe.js, then follow it through the pipeline with
+// GET /payments/<id>/timeline until its event is emitted. The page never holds an API key and
+// never sets an amount: it holds a checkout token good for this one payment only.
 (() => {
   'use strict';
   const cfg = JSON.parse(document.getElementById('checkout-config').textContent);
-  const ATTEMPT = 'checkout.attempt'; // {key, body, paymentId}: kept until the payment finishes
+  const ATTEMPT = 'checkout.attempt'; // {key, body, paymentId, token}: kept until it finishes
+  const BOUND = cfg.mode === 'payment'; // the merchant's checkout link: one payment, given
   const FOLLOW_FOR_MS = 120000;
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -30,20 +33,11 @@
   }
   function saveAttempt(a) { sessionStorage.setItem(ATTEMPT, JSON.stringify(a)); }
 
-  function toMinor(text, currency) {
-    const m = /^\s*(\d+)(?:[.,](\d{1,2}))?\s*$/.exec(text);
-    if (!m) throw new Error(`amount must be a number like 19.99, got "${text}"`);
-    if (cfg.zeroDecimal.includes(currency)) {
-      if (m[2]) throw new Error(`${currency.toUpperCase()} has no minor unit: enter a whole amount`);
-      return parseInt(m[1], 10);
-    }
-    return parseInt(m[1], 10) * 100 + parseInt((m[2] || '0').padEnd(2, '0'), 10);
-  }
-
-  async function api(method, path, { body, key } = {}) {
+  async function api(method, path, { body, key, token } = {}) {
     const headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (key) headers['Idempotency-Key'] = key;
+    if (token) headers.Authorization = `Bearer ${token}`;
     for (let attempt = 0; ; attempt += 1) {
       const response = await fetch(path, {
         method, headers, body: body === undefined ? undefined : JSON.stringify(body),
@@ -117,16 +111,20 @@
     $('raw').textContent = JSON.stringify(timeline, null, 2);
   }
 
-  async function follow(paymentId) {
+  async function follow(paymentId, token) {
     if (following === paymentId) return;
     following = paymentId;
     const until = Date.now() + FOLLOW_FOR_MS;
     while (following === paymentId) {
       let timeline;
       try {
-        timeline = await api('GET', `/payments/${paymentId}/timeline`);
+        timeline = await api('GET', `/payments/${paymentId}/timeline`, { token });
       } catch (err) {
         showError(err.message);
+        if (err.status === 401 || err.status === 403) { // the token expired: nothing more to see
+          following = null;
+          return;
+        }
         await sleep(1500);
         continue;
       }
@@ -147,7 +145,7 @@
     }
   }
 
-  async function confirm(created, email) {
+  async function confirm(created, email, token) {
     setClient('confirmed', 'waiting', 'sending the card to Stripe');
     let result;
     if (!cfg.standIn) {
@@ -166,7 +164,7 @@
       let answer;
       try {
         answer = await api('POST', `/payments/${created.id}/confirm`, {
-          body: { payment_method: made.token.card.id },
+          body: { payment_method: made.token.card.id }, token,
         });
       } catch (err) {
         if (err.status === 402 || err.status === 400) {
@@ -191,34 +189,51 @@
     }
   }
 
+  async function payBound() {
+    const payment = cfg.payment;
+    $('progress').hidden = false;
+    if (payment.status === 'pending') {
+      if (!payment.client_secret) {
+        throw new Error('the PaymentIntent is not created yet; reload the page shortly');
+      }
+      await confirm(payment, null, cfg.token);
+    }
+    await follow(payment.id, cfg.token);
+  }
+
+  async function payDemoOrder() {
+    const body = { order: $('order').value };
+    const email = $('email').value.trim();
+    if (email) body.customer_email = email;
+    // One idempotency key per attempt: a resubmit (or a reload) of the same form reuses it.
+    let attempt = loadAttempt();
+    if (!attempt || JSON.stringify(attempt.body) !== JSON.stringify(body)) {
+      attempt = { key: uuid(), body };
+      saveAttempt(attempt);
+    }
+    // The demo merchant's server prices the order, makes the payment and a token for it.
+    const created = await api('POST', '/checkout/orders', { body, key: attempt.key });
+    attempt.paymentId = created.id;
+    attempt.token = created.checkout_token;
+    saveAttempt(attempt);
+    following = null;
+    $('progress').hidden = false;
+    if (created.status === 'pending') {
+      if (!created.client_secret) {
+        throw new Error(created.pending_reason || 'the PaymentIntent is not created yet; retry shortly');
+      }
+      await confirm(created, email, attempt.token);
+    }
+    await follow(created.id, attempt.token);
+  }
+
   $('pay-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     if (busy) return; // a second click while the first is in flight does nothing
     setBusy(true);
     showError('');
     try {
-      const currency = $('currency').value;
-      const body = { amount_minor: toMinor($('amount').value, currency), currency };
-      const email = $('email').value.trim();
-      if (email) body.customer_email = email;
-      // One idempotency key per attempt: a resubmit (or a reload) of the same form reuses it.
-      let attempt = loadAttempt();
-      if (!attempt || JSON.stringify(attempt.body) !== JSON.stringify(body)) {
-        attempt = { key: uuid(), body };
-        saveAttempt(attempt);
-      }
-      const created = await api('POST', '/payments', { body, key: attempt.key });
-      attempt.paymentId = created.id;
-      saveAttempt(attempt);
-      following = null;
-      $('progress').hidden = false;
-      if (created.status === 'pending') {
-        if (!created.client_secret) {
-          throw new Error(created.pending_reason || 'the PaymentIntent is not created yet; retry shortly');
-        }
-        await confirm(created, email);
-      }
-      await follow(created.id);
+      await (BOUND ? payBound() : payDemoOrder());
     } catch (err) {
       showError(err.message);
       setBusy(false);
@@ -227,17 +242,20 @@
 
   $('again').addEventListener('click', () => {
     sessionStorage.removeItem(ATTEMPT);
-    window.location.reload();
+    if (BOUND) window.location.assign('/checkout');
+    else window.location.reload();
   });
 
-  // After a reload: the same form, the same key, and the payment it made, if any.
-  const previous = loadAttempt();
-  if (previous) {
-    const amount = previous.body.amount_minor;
-    $('currency').value = previous.body.currency;
-    $('amount').value = cfg.zeroDecimal.includes(previous.body.currency)
-      ? String(amount) : `${Math.floor(amount / 100)}.${String(amount % 100).padStart(2, '0')}`;
-    $('email').value = previous.body.customer_email || '';
-    if (previous.paymentId) follow(previous.paymentId);
+  if (BOUND) {
+    // A merchant's link to a payment already settled (or being settled): show where it is.
+    if (cfg.payment.status !== 'pending') follow(cfg.payment.id, cfg.token);
+  } else {
+    // After a reload: the same form, the same key, and the payment it made, if any.
+    const previous = loadAttempt();
+    if (previous && previous.body && previous.body.order) {
+      $('order').value = previous.body.order;
+      $('email').value = previous.body.customer_email || '';
+      if (previous.paymentId) follow(previous.paymentId, previous.token);
+    }
   }
 })();

@@ -19,7 +19,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import stripe
@@ -444,25 +444,58 @@ def _error_kind(error: PaymentsError) -> str:
 
 
 def verify_webhook(
-    payload: bytes, signature_header: str | None, *, secret: str, tolerance_seconds: int
+    payload: bytes,
+    signature_header: str | None,
+    *,
+    secrets: Sequence[str],
+    tolerance_seconds: int,
 ) -> tuple[ProviderEvent, dict[str, Any]]:
-    """Check Stripe's signature over the raw body; return the event and its JSON.
+    """Check Stripe's signature over the raw body against every secret in ``secrets`` (several
+    during a rotation: the old and the new are both accepted until the old is dropped); return
+    the event and its JSON.
 
-    Raises ``InvalidRequest`` (field ``Stripe-Signature``) on a bad or stale signature.
+    Raises ``InvalidRequest`` (field ``Stripe-Signature``) on a missing, bad or stale signature,
+    and (field ``body``) on a correctly signed body that is not a Stripe event. Never call it
+    without a secret: there is no default, and an unverified event is never accepted.
     """
+    if not secrets:
+        raise ValueError("verify_webhook needs at least one webhook secret")
     if not signature_header:
         raise InvalidRequest("missing Stripe-Signature header", field="Stripe-Signature")
     try:
-        event = stripe.Webhook.construct_event(
-            payload, signature_header, secret, tolerance=tolerance_seconds
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            "webhook signature rejected: the body is not UTF-8, so Stripe did not sign it",
+            field="Stripe-Signature",
+        ) from None
+    matched: str | None = None
+    for secret in secrets:
+        try:
+            # Signature only (no tolerance): which secret signed it, if any.
+            stripe.WebhookSignature.verify_header(text, signature_header, secret)
+        except stripe.SignatureVerificationError:
+            continue
+        matched = secret
+        break
+    if matched is None:
+        raise InvalidRequest(
+            f"webhook signature rejected: no signature matches any of the {len(secrets)} "
+            "configured webhook secret(s)",
+            field="Stripe-Signature",
         )
-    except stripe.SignatureVerificationError as exc:
+    try:
+        stripe.WebhookSignature.verify_header(
+            text, signature_header, matched, tolerance=tolerance_seconds
+        )
+    except stripe.SignatureVerificationError as exc:  # signed with our secret, but too old
         raise InvalidRequest(
             f"webhook signature rejected: {exc.user_message or exc}", field="Stripe-Signature"
         ) from exc
-    except ValueError as exc:
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or "id" not in data:
+            raise ValueError("not a JSON object with an id")
+        return ProviderEvent.from_dict(data), data
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise InvalidRequest(f"webhook body is not a Stripe event: {exc}", field="body") from exc
-    data: dict[str, Any] = event.to_dict()
-    if "id" not in data:
-        raise InvalidRequest("webhook event has no id", field="id")
-    return ProviderEvent.from_dict(data), data

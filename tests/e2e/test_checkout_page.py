@@ -1,16 +1,22 @@
 """The checkout page in headless chromium against the running stack: a person pays with a test
-card and watches the status arrive; the event the page shows is the one on Kafka."""
+card and watches the status arrive; the event the page shows is the one on Kafka. The browser
+never holds an API key and never sets an amount: the demo shop's server prices its orders, and a
+merchant's link carries a token for the merchant's own payment."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Page, Route
+import requests
+from playwright.sync_api import Page, Request, Route
 
 from payments.settings import Settings
+from tests import support_api
 from tests.browser_support import (
     DECLINED,
     SUCCEEDS,
@@ -23,7 +29,7 @@ from tests.browser_support import (
 )
 from tests.stack_support import CdcTail
 
-API = "http://127.0.0.1:8000"
+API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
 STEPS = ["stored", "intent", "confirmed", "webhook", "database", "event"]
 
 
@@ -44,6 +50,18 @@ def _email() -> str:
     return f"checkout-{uuid.uuid4().hex[:12]}@example.com"
 
 
+def _credentials_sent(page: Page) -> list[str]:
+    """The Authorization header of every call the page makes to /payments/…"""
+    sent: list[str] = []
+
+    def seen(request: Request) -> None:
+        if request.url.startswith(f"{API}/payments"):
+            sent.append(request.headers.get("authorization", ""))
+
+    page.on("request", seen)
+    return sent
+
+
 def _rows_with_email(settings: Settings, email: str) -> list[str]:
     with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
         rows = conn.execute(
@@ -53,10 +71,11 @@ def _rows_with_email(settings: Settings, email: str) -> list[str]:
 
 
 def test_paying_with_the_test_card_shows_succeeded_and_the_emitted_event(
-    page: Page, status_tail: CdcTail
+    page: Page, status_tail: CdcTail, settings: Settings
 ) -> None:
-    page.goto(f"{API}/checkout")
-    fill_form(page, card=SUCCEEDS, amount="12.34", email=_email())
+    sent = _credentials_sent(page)
+    page.goto(f"{API}/checkout?order=teapot")
+    fill_form(page, card=SUCCEEDS, email=_email())
     page.click("#pay")
     wait_until_finished(page)
 
@@ -68,12 +87,65 @@ def test_paying_with_the_test_card_shows_succeeded_and_the_emitted_event(
     events = status_tail.events_for(seen.payment_id, timeout=30)
     assert [e["event_id"] for e in events] == [event_id]
     assert events[0]["status"] == "succeeded"
-    assert events[0]["amount_minor"] == 1234
+    # The demo shop's price of a teapot, decided on the server: 45.00 EUR.
+    assert (events[0]["amount_minor"], events[0]["currency"]) == (4500, "eur")
     assert "payment_intent.succeeded" in seen.steps["webhook"][1]
+    # The page held a checkout token, never an API key.
+    keys = set(settings.api_key_tenants)
+    assert sent and not any(header.removeprefix("Bearer ") in keys for header in sent)
+    assert {h.split(".")[0] for h in sent} == {"Bearer ct1"}
+
+
+def _merchant_payment(settings: Settings, amount_minor: int) -> tuple[dict[str, Any], str]:
+    """The merchant's server: its own payment with its API key, then a checkout link for it."""
+    auth = support_api.auth(settings)
+    made = requests.post(
+        f"{API}/payments",
+        json={"amount_minor": amount_minor, "currency": "usd", "description": "Order 1042"},
+        headers={**auth, "Idempotency-Key": f"merchant-{uuid.uuid4()}"},
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    link = requests.post(
+        f"{API}/payments/{made.json()['id']}/checkout-token", headers=auth, timeout=10
+    )
+    assert link.status_code == 200, link.text
+    return made.json(), link.json()["checkout_url"]
+
+
+def test_a_merchants_checkout_link_pays_the_merchants_payment(
+    page: Page, status_tail: CdcTail, settings: Settings
+) -> None:
+    payment, url = _merchant_payment(settings, 4321)
+    sent = _credentials_sent(page)
+    page.goto(f"{API}{url}")
+    assert page.locator("#price").inner_text() == "43.21 USD"
+    assert page.locator("#order").count() == 0  # nothing to choose: the merchant decided
+    fill_form(page, card=SUCCEEDS)
+    page.click("#pay")
+    wait_until_finished(page)
+
+    seen = shown(page)
+    assert (seen.payment_id, seen.status) == (payment["id"], "succeeded")
+    events = status_tail.events_for(payment["id"], timeout=30)
+    assert [(e["amount_minor"], e["status"]) for e in events] == [(4321, "succeeded")]
+    token = url.split("token=", 1)[1]
+    assert set(sent) == {f"Bearer {token}"}
+    # The token is good for this payment's confirm and timeline, nothing else.
+    other, _ = _merchant_payment(settings, 100)
+    for method, path in (
+        ("GET", f"/payments/{other['id']}/timeline"),
+        ("GET", f"/payments/{payment['id']}"),
+        ("GET", "/payments"),
+    ):
+        r = requests.request(
+            method, f"{API}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert r.status_code == 403, (path, r.text)
 
 
 def test_the_decline_card_shows_failed_with_the_reason(page: Page, status_tail: CdcTail) -> None:
-    page.goto(f"{API}/checkout")
+    page.goto(f"{API}/checkout?order=coffee")
     fill_form(page, card=DECLINED, email=_email())
     page.click("#pay")
     wait_until_finished(page)

@@ -24,9 +24,7 @@ DECLINED_WHEN_CHARGED = "4000000000000341"
 @pytest.fixture(scope="module")
 def api(s: Settings) -> requests.Session:
     session = requests.Session()
-    keys = sorted(s.api_key_tenants)
-    if keys:
-        session.headers["Authorization"] = f"Bearer {keys[0]}"
+    session.headers.update(support_api.auth(s))
     ready = session.get(f"{API}/readyz", timeout=10)
     assert ready.status_code == 200, f"API at {API} not ready: {ready.text}"
     return session

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def client(s: Settings, repo: PostgresRepository) -> FlaskClient:
-    return create_app(s).test_client()
+    return support_api.keyed_client(create_app(s), s)
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def deliver(
     secret: str | None = None,
     at: int | None = None,
 ) -> Any:
-    header = support_api.sign(raw, secret or s.stripe_webhook_secret, at=at)
+    header = support_api.sign(raw, secret or s.webhook_secrets[0], at=at)
     return client.post(
         "/webhooks/stripe",
         data=raw,
@@ -163,7 +163,7 @@ def test_failed_then_succeeded_records_both(
     ]
 
 
-def test_bad_signature_and_stale_timestamp_are_400_without_effect(
+def test_bad_signature_and_stale_timestamp_are_401_without_effect(
     client: FlaskClient, s: Settings, repo: PostgresRepository, payment: dict[str, Any]
 ) -> None:
     event_id = f"evt_{uuid4().hex}"
@@ -175,23 +175,25 @@ def test_bad_signature_and_stale_timestamp_are_400_without_effect(
         status="succeeded",
     )
     forged = deliver(client, s, raw, secret="whsec_not_ours")
-    assert forged.status_code == 400
+    assert forged.status_code == 401
     assert forged.content_type == "application/problem+json"
     assert forged.json["errors"][0]["field"] == "Stripe-Signature"
+    old_default = deliver(client, s, raw, secret="whsec_localstripe")
+    assert old_default.status_code == 401
     stale = deliver(client, s, raw, at=int(time.time()) - s.stripe_webhook_tolerance_seconds - 30)
-    assert stale.status_code == 400
+    assert stale.status_code == 401
     assert "timestamp" in stale.json["detail"].lower()
     tampered = raw.replace(b'"succeeded"', b'"canceled"')
-    header = support_api.sign(raw, s.stripe_webhook_secret)
+    header = support_api.sign(raw, s.webhook_secrets[0])
     r = client.post(
         "/webhooks/stripe",
         data=tampered,
         content_type="application/json",
         headers={"Stripe-Signature": header},
     )
-    assert r.status_code == 400
+    assert r.status_code == 401
     missing = client.post("/webhooks/stripe", data=raw, content_type="application/json")
-    assert missing.status_code == 400
+    assert missing.status_code == 401
     assert inbox(repo, event_id) == []
     assert trail(repo, payment["id"]) == []
     assert stored_status(repo, payment["id"]) == "pending"

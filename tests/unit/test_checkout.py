@@ -1,8 +1,10 @@
-"""The checkout page's server side over fakes: the page, server-side confirmation, the timeline
+"""The checkout page's server side over fakes: the page (demo shop and merchant link), the demo
+merchant's order step, checkout tokens and their scope, server-side confirmation, the timeline
 the page follows, and the partition the API reads a payment's events from."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -14,14 +16,38 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.auth import ConfigurationError
 from api.bootstrap import build_api_services
 from api.checkout import stripe_js_url
+from api.checkout_tokens import CheckoutTokens
 from api.emitted import InMemoryStatusEvents, partition_for
 from payments.settings import Settings
 from tests.fakes import FakePaymentRepository, FakeStripeGateway
 from tests.support_api import sign
 
 SECRET = "whsec_unit"
+MERCHANT_KEY = "key-acme-0123456789"
+OTHER_KEY = "key-globex-0123456789"
+TOKEN_SECRET = "unit-checkout-secret-0123456789"
+
+
+def unit_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_keys": f"acme:{MERCHANT_KEY},globex:{OTHER_KEY}",
+        "api_auth_disabled": False,
+        "stripe_webhook_secret": SECRET,
+        "stripe_api_base": "http://127.0.0.1:8420",
+        "checkout_token_secret": TOKEN_SECRET,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def make_app(stripe: FakeStripeGateway, **overrides: Any) -> Flask:
+    s = unit_settings(**overrides)
+    return create_app(
+        s, services=build_api_services(s, repository=FakePaymentRepository(), gateway=stripe)
+    )
 
 
 @pytest.fixture
@@ -31,26 +57,45 @@ def stripe() -> FakeStripeGateway:
 
 @pytest.fixture
 def app(stripe: FakeStripeGateway) -> Flask:
-    s = Settings(stripe_webhook_secret=SECRET)
-    return create_app(
-        s, services=build_api_services(s, repository=FakePaymentRepository(), gateway=stripe)
-    )
+    return make_app(stripe)
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
+    """The merchant's server: every request with the merchant's API key."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {MERCHANT_KEY}"
+    return client
+
+
+@pytest.fixture
+def browser(app: Flask) -> FlaskClient:
+    """The customer's browser: no key; it holds what the page hands it."""
     return app.test_client()
 
 
-def _create(client: FlaskClient) -> dict[str, Any]:
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _create(client: FlaskClient, amount_minor: int = 1999) -> dict[str, Any]:
     response = client.post(
         "/payments",
-        json={"amount_minor": 1999, "currency": "usd"},
+        json={"amount_minor": amount_minor, "currency": "usd"},
         headers={"Idempotency-Key": str(uuid.uuid4())},
     )
     assert response.status_code == 201, response.json
     body: dict[str, Any] = response.json  # type: ignore[assignment]
     return body
+
+
+def _token(client: FlaskClient, payment_id: str) -> str:
+    response = client.post(f"/payments/{payment_id}/checkout-token")
+    assert response.status_code == 200, response.json
+    assert response.json is not None
+    token: str = response.json["token"]
+    assert response.json["checkout_url"] == f"/checkout?token={token}"
+    return token
 
 
 def _deliver(client: FlaskClient, stripe: FakeStripeGateway) -> None:
@@ -91,9 +136,10 @@ def _steps(body: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {s["key"]: (s["state"], s["detail"]) for s in body["steps"]}
 
 
-def test_the_page_loads_stripe_js_from_the_configured_base(client: FlaskClient) -> None:
-    response = client.get("/checkout")
+def test_the_page_loads_stripe_js_from_the_configured_base(browser: FlaskClient) -> None:
+    response = browser.get("/checkout")
     assert response.status_code == 200
+    assert response.headers["Referrer-Policy"] == "no-referrer"
     html = response.get_data(as_text=True)
     assert 'src="http://127.0.0.1:8420/js.stripe.com/v3/"' in html
     assert "pk_test_localstripe" in html
@@ -103,14 +149,187 @@ def test_the_page_loads_stripe_js_from_the_configured_base(client: FlaskClient) 
     )
 
 
-def test_the_page_is_open_when_api_keys_are_required(stripe: FakeStripeGateway) -> None:
-    s = Settings(api_keys="k1")
-    client = create_app(
-        s, services=build_api_services(s, repository=FakePaymentRepository(), gateway=stripe)
-    ).test_client()
-    assert client.get("/checkout").status_code == 200
-    assert client.get("/checkout/static/checkout.js").status_code == 200
-    assert client.get(f"/payments/{uuid.uuid4()}/timeline").status_code == 401
+def test_the_page_is_open_and_the_api_behind_it_is_not(browser: FlaskClient) -> None:
+    assert browser.get("/checkout").status_code == 200
+    assert browser.get("/checkout/static/checkout.js").status_code == 200
+    assert browser.get(f"/payments/{uuid.uuid4()}/timeline").status_code == 401
+
+
+def test_the_demo_shop_prices_the_order_on_the_server(app: Flask, browser: FlaskClient) -> None:
+    page = browser.get("/checkout?order=teapot").get_data(as_text=True)
+    assert '<option value="teapot" data-price="45.00 EUR" selected>' in page
+    assert 'id="amount"' not in page  # nothing for the browser to set an amount with
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    made = browser.post("/checkout/orders", json={"order": "teapot"}, headers=key)
+    assert made.status_code == 201, made.json
+    assert made.json is not None
+    assert (made.json["amount_minor"], made.json["currency"]) == (4500, "eur")
+    assert made.json["client_secret"] and made.json["checkout_token"]
+    cheaper = browser.post(
+        "/checkout/orders", json={"order": "teapot", "amount_minor": 1}, headers=key
+    )
+    assert cheaper.status_code == 422  # the browser cannot name a price
+    again = browser.post("/checkout/orders", json={"order": "teapot"}, headers=key)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json is not None and again.json["id"] == made.json["id"]
+    other = browser.post("/checkout/orders", json={"order": "kettle"}, headers=key)
+    assert other.status_code == 409  # the key belongs to the teapot
+    unknown = browser.post(
+        "/checkout/orders", json={"order": "yacht"}, headers={"Idempotency-Key": "k"}
+    )
+    assert unknown.status_code == 404
+    assert browser.get("/checkout?order=yacht").status_code == 404
+
+
+def test_a_checkout_token_confirms_and_follows_its_own_payment_only(
+    client: FlaskClient, browser: FlaskClient
+) -> None:
+    mine = _create(client)
+    theirs = _create(client)
+    token = _token(client, mine["id"])
+    assert browser.get(f"/payments/{mine['id']}/timeline", headers=bearer(token)).status_code == 200
+    confirmed = browser.post(
+        f"/payments/{mine['id']}/confirm",
+        json={"payment_method": "pm_card_visa"},
+        headers=bearer(token),
+    )
+    assert confirmed.status_code == 200, confirmed.json
+
+    refused = [
+        browser.get(f"/payments/{theirs['id']}/timeline", headers=bearer(token)),
+        browser.post(
+            f"/payments/{theirs['id']}/confirm",
+            json={"payment_method": "pm_card_visa"},
+            headers=bearer(token),
+        ),
+        browser.get(f"/payments/{mine['id']}", headers=bearer(token)),
+        browser.get(f"/payments/{theirs['id']}", headers=bearer(token)),
+        browser.get("/payments", headers=bearer(token)),
+        browser.post(f"/payments/{mine['id']}/cancel", headers=bearer(token)),
+        browser.post(f"/payments/{mine['id']}/checkout-token", headers=bearer(token)),
+        browser.post(
+            "/payments",
+            json={"amount_minor": 1, "currency": "usd"},
+            headers={**bearer(token), "Idempotency-Key": "k"},
+        ),
+        browser.get(f"/payments/{mine['id'].replace('-', '')}/timeline", headers=bearer(token)),
+    ]
+    for answer in refused:
+        assert answer.status_code == 403, (answer.request.path, answer.json)
+        assert answer.json is not None
+        assert answer.json["type"] == "/problems/checkout-token-scope"
+        assert theirs["id"] not in answer.get_data(as_text=True)
+
+
+def test_a_checkout_token_expires(
+    stripe: FakeStripeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(stripe, checkout_token_ttl_seconds=60)
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {MERCHANT_KEY}"
+    pid = _create(client)["id"]
+    token = _token(client, pid)
+    browser = app.test_client()
+    assert browser.get(f"/payments/{pid}/timeline", headers=bearer(token)).status_code == 200
+    later = time.time() + 61
+    monkeypatch.setattr(app.extensions["checkout_tokens"], "_clock", lambda: later)
+    expired = browser.get(f"/payments/{pid}/timeline", headers=bearer(token))
+    assert expired.status_code == 401
+    assert expired.json is not None and "expired" in expired.json["detail"]
+    assert browser.get(f"/checkout?token={token}").status_code == 401
+
+
+def test_forged_and_tampered_tokens_are_refused(
+    stripe: FakeStripeGateway, client: FlaskClient, browser: FlaskClient
+) -> None:
+    mine, theirs = _create(client), _create(client)
+    forger = CheckoutTokens("another-secret-0123456789", 900)
+    forged = forger.mint("acme", uuid.UUID(mine["id"])).token
+    assert (
+        browser.get(f"/payments/{mine['id']}/timeline", headers=bearer(forged)).status_code == 401
+    )
+    genuine = _token(client, mine["id"])
+    payload = genuine.split(".")[1]
+    swapped = (
+        base64.urlsafe_b64encode(
+            base64.urlsafe_b64decode(payload + "==").replace(
+                mine["id"].encode(), theirs["id"].encode()
+            )
+        )
+        .decode()
+        .rstrip("=")
+    )
+    tampered = genuine.replace(payload, swapped)
+    assert (
+        browser.get(f"/payments/{theirs['id']}/timeline", headers=bearer(tampered)).status_code
+        == 401
+    )
+    for junk in ("ct1.", "ct1.x.y", "ct1..", "ct1.!!!.###"):
+        assert (
+            browser.get(f"/payments/{mine['id']}/timeline", headers=bearer(junk)).status_code == 401
+        )
+
+
+def test_the_merchant_link_shows_its_payment(client: FlaskClient, browser: FlaskClient) -> None:
+    pid = _create(client, amount_minor=4321)["id"]
+    token = _token(client, pid)
+    page = browser.get(f"/checkout?token={token}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "43.21 USD" in html and pid in html
+    assert 'id="order"' not in html and 'id="amount"' not in html
+    assert browser.get("/checkout?token=ct1.nope.nope").status_code == 401
+
+
+def test_minting_needs_an_api_key_and_an_existing_payment(
+    client: FlaskClient, browser: FlaskClient
+) -> None:
+    assert browser.post(f"/payments/{uuid.uuid4()}/checkout-token").status_code == 401
+    assert client.post(f"/payments/{uuid.uuid4()}/checkout-token").status_code == 404
+    assert client.post("/payments/nope/checkout-token").status_code == 422
+
+
+def test_without_a_token_secret_checkout_says_so_and_stores_nothing(
+    stripe: FakeStripeGateway,
+) -> None:
+    app = make_app(stripe, checkout_token_secret="")
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {MERCHANT_KEY}"
+    pid = _create(client)["id"]
+    minted = client.post(f"/payments/{pid}/checkout-token")
+    assert minted.status_code == 503
+    assert minted.json is not None and "CHECKOUT_TOKEN_SECRET" in minted.json["detail"]
+    browser = app.test_client()
+    order = browser.post(
+        "/checkout/orders", json={"order": "coffee"}, headers={"Idempotency-Key": "k"}
+    )
+    assert order.status_code == 503
+    repo = app.extensions["payments"].service.repo
+    assert len(repo.payments) == 1
+
+
+def test_a_weak_token_secret_is_refused_at_start(stripe: FakeStripeGateway) -> None:
+    with pytest.raises(ConfigurationError, match="CHECKOUT_TOKEN_SECRET"):
+        make_app(stripe, checkout_token_secret="short")
+
+
+def test_with_real_stripe_there_is_no_open_demo_shop(stripe: FakeStripeGateway) -> None:
+    app = make_app(stripe, stripe_api_base="")
+    browser = app.test_client()
+    assert browser.get("/checkout").status_code == 404
+    r = browser.post("/checkout/orders", json={"order": "coffee"}, headers={"Idempotency-Key": "k"})
+    assert r.status_code == 404
+
+
+def test_with_auth_disabled_the_demo_shop_is_tenant_dev(stripe: FakeStripeGateway) -> None:
+    app = make_app(stripe, api_keys="", api_auth_disabled=True, checkout_token_secret="")
+    browser = app.test_client()
+    made = browser.post(
+        "/checkout/orders", json={"order": "coffee"}, headers={"Idempotency-Key": "k"}
+    )
+    assert made.status_code == 201
+    assert made.json is not None and made.json["checkout_token"] is None
+    assert browser.get(f"/payments/{made.json['id']}/timeline").status_code == 200
 
 
 def test_timeline_follows_a_payment_to_its_emitted_event(
