@@ -121,11 +121,11 @@ def _payments_paths() -> dict[str, Any]:
                     ),
                     **AUTHENTICATED,
                     **JSON_BODY,
-                    "400": _problem(
-                        "Missing or invalid Idempotency-Key, malformed JSON, or a field Stripe "
-                        "refused"
+                    "400": _problem("Missing or invalid Idempotency-Key, or malformed JSON"),
+                    "402": _problem(
+                        "Refused by Stripe (errors name the field when Stripe does); the "
+                        "payment is failed"
                     ),
-                    "402": _problem("Declined by Stripe; the payment is failed"),
                     "409": _problem(
                         "The key is in use by a request still in progress (Retry-After), or "
                         "was used with another body",
@@ -188,9 +188,8 @@ def _payments_paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json("Payment", "Canceled (or already was)"),
                     **AUTHENTICATED,
-                    "400": _problem("Stripe refused the request"),
                     "402": _problem("Stripe refused the request"),
-                    "404": _problem("No such payment (or Stripe does not know its intent)"),
+                    **NO_PAYMENT,
                     "409": _problem("Already final, or being created", retry_after=True),
                     **BAD_ID,
                 },
@@ -209,10 +208,16 @@ def _payments_paths() -> dict[str, Any]:
                     "200": _json("Confirmation", "Stripe's answer (e.g. requires_action)"),
                     **AUTHENTICATED,
                     **JSON_BODY,
-                    "400": _problem("Malformed JSON, or a field Stripe refused"),
-                    "402": _problem("Declined by Stripe; the webhook marks the payment failed"),
-                    "404": _problem("No such payment, or Stripe does not know the payment method"),
-                    "409": _problem("Already final, or no intent yet", retry_after=True),
+                    "402": _problem(
+                        "Stripe refused the payment method (declined, unknown or unusable); a "
+                        "decline reaches the payment by webhook"
+                    ),
+                    **NO_PAYMENT,
+                    "409": _problem(
+                        "Already final, no intent yet (Retry-After), or the intent moved on at "
+                        "Stripe",
+                        retry_after=True,
+                    ),
                     "422": _problem("Invalid payment id or payment method"),
                 },
             },
@@ -305,10 +310,8 @@ def _checkout_paths() -> dict[str, Any]:
                     ),
                     "202": _json("DemoOrderCreated", "Stored as pending; Stripe unreachable"),
                     **JSON_BODY,
-                    "400": _problem(
-                        "Missing or invalid Idempotency-Key, malformed JSON, or refused by Stripe"
-                    ),
-                    "402": _problem("Declined by Stripe"),
+                    "400": _problem("Missing or invalid Idempotency-Key, or malformed JSON"),
+                    "402": _problem("Refused by Stripe"),
                     "404": _problem("No demo shop here (real Stripe)"),
                     "409": _problem(
                         "The key is in use by a request in progress, or was used for another order",

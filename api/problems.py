@@ -151,19 +151,16 @@ def translate(exc: Exception) -> Response:
         if isinstance(exc, PaymentDeclined):
             extra["payment_id"] = str(exc.payment.id)
             g.payment_id = str(exc.payment.id)
-        if exc.code == "resource_missing":
-            # Stripe does not know an object the request names (e.g. the payment method).
+        if exc.code == "payment_intent_unexpected_state":
+            # The intent moved on at Stripe (e.g. already paid): a conflict with its state.
             return problem(
-                404,
-                "Not found at the payment provider",
-                str(exc),
-                kind="provider-resource-missing",
-                errors=_field_errors(exc.field, str(exc)),
-                **extra,
+                409, "Conflict at the payment provider", str(exc), kind="conflict", **extra
             )
-        status = 400 if exc.field else 402
+        # The provider refused a well-formed request: a declined or unknown card, or a value
+        # only Stripe checks (errors name it when Stripe does). Never a validation answer of
+        # ours (those are 400, 415, 422), so a client can tell the two apart by status alone.
         return problem(
-            status,
+            402,
             "Declined by the payment provider",
             str(exc),
             kind="provider-declined",

@@ -193,6 +193,17 @@ def test_cancel_cancels_the_intent_on_stripe(
     assert client.post(f"/payments/{created['id']}/cancel").json["status"] == "canceled"
 
 
+def test_confirming_with_a_payment_method_stripe_does_not_know_is_a_402(
+    client: FlaskClient,
+) -> None:
+    created = client.post("/payments", json=BODY, headers={"Idempotency-Key": f"pm-{uuid4()}"})
+    r = client.post(
+        f"/payments/{created.json['id']}/confirm", json={"payment_method": "pm_nobody_made"}
+    )
+    assert r.status_code == 402, r.json  # refused by Stripe, not by our validation
+    assert r.json["type"] == "/problems/provider-declined"
+
+
 def test_list_pages_by_status(client: FlaskClient) -> None:
     made = [
         client.post("/payments", json=BODY, headers={"Idempotency-Key": f"l-{uuid4()}"}).json["id"]

@@ -407,6 +407,15 @@ def test_confirm_and_timeline_validate_their_input(client: FlaskClient) -> None:
     ).status_code == 404
 
 
+def test_confirming_an_intent_stripe_already_settled_is_a_409(client: FlaskClient) -> None:
+    """Paid at Stripe, the webhook not in yet: Stripe refuses a second confirmation."""
+    pid = _create(client)["id"]
+    client.post(f"/payments/{pid}/confirm", json={"payment_method": "pm_card_visa"})
+    again = client.post(f"/payments/{pid}/confirm", json={"payment_method": "pm_card_visa"})
+    assert again.status_code == 409
+    assert again.json is not None and again.json["type"] == "/problems/conflict"
+
+
 def test_a_final_payment_cannot_be_confirmed_again(
     client: FlaskClient, stripe: FakeStripeGateway
 ) -> None:

@@ -1,0 +1,75 @@
+"""The OpenAPI document against the running API (gunicorn, started by `make up` / `make test`):
+Schemathesis with every check it has, authenticated with an API key, must find nothing.
+
+Every status the server answers is in the document, and every request the document allows is
+one the server accepts (``positive_data_acceptance``; its one allowance is in
+``schemathesis.toml``), with the stateful phase following the
+document's links (create, then read, confirm, cancel, follow the timeline). A finding fails the
+test with Schemathesis's own report (each with a ``curl`` line to reproduce it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from payments.settings import Settings
+from tests import support_api
+
+pytestmark = pytest.mark.integration
+API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
+# Examples per operation and phase: about a minute on the stack, every check still meets each
+# operation many times. SCHEMATHESIS_MAX_EXAMPLES raises it for a longer hunt.
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
+# The one allowance (a 402 is Stripe refusing valid data), explained in the file.
+CONFIG = Path(__file__).resolve().parents[2] / "schemathesis.toml"
+
+
+def schemathesis_cli() -> str:
+    beside = Path(sys.executable).with_name("schemathesis")
+    found = str(beside) if beside.exists() else shutil.which("schemathesis")
+    assert found, "schemathesis is not installed: it is a dev dependency (make up installs it)"
+    return found
+
+
+def test_schemathesis_finds_nothing_on_the_live_api(s: Settings, tmp_path: Path) -> None:
+    spec = requests.get(f"{API}/openapi.json", timeout=10)
+    assert spec.status_code == 200, f"no API at {API}: run `make up` (API_URL names another)"
+    command = [
+        schemathesis_cli(),
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{API}/openapi.json",
+        "--checks",
+        "all",
+        "--header",
+        f"Authorization: Bearer {support_api.api_key(s)}",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "20",
+        "--no-color",
+    ]
+    if seed := os.environ.get("SCHEMATHESIS_SEED"):
+        command += ["--seed", seed]
+    # Run from a scratch folder: Schemathesis keeps its own state in the working directory.
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
+    )
+    report = done.stdout + done.stderr
+    summary = report[report.find("SUMMARY") :] if "SUMMARY" in report else report[-3000:]
+    print(summary)
+    assert done.returncode == 0, f"Schemathesis found problems (exit {done.returncode}):\n{report}"
+    tested = re.search(r"Tested:\s+(\d+)", report)
+    operations = len([op for path in spec.json()["paths"].values() for op in path])
+    assert tested is not None and int(tested.group(1)) == operations, summary
