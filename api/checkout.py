@@ -134,7 +134,7 @@ def _merchant_checkout(token: str) -> Response:
             field="token",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from None
-    payment = _services().service.get(grant.payment_id)
+    payment = _services().service.get(grant.payment_id, tenant_id=grant.tenant)
     bound = {
         "id": str(payment.id),
         "status": payment.status.value,
@@ -166,6 +166,7 @@ def start_demo_order() -> Response:
     tokens = checkout_tokens()
     if not tokens.configured and not settings.api_auth_disabled:
         raise tokens_not_configured()  # before anything is stored
+    tenant = DEV_TENANT if settings.api_auth_disabled else DEMO_TENANT
     result = _services().service.create_payment(
         CreatePayment(
             idempotency_key=DEMO_KEY_PREFIX + key,
@@ -173,6 +174,7 @@ def start_demo_order() -> Response:
             customer_email=body.customer_email,
             description=order.label,
             metadata={"demo_order": order.sku},
+            tenant_id=tenant,
         )
     )
     response = created_response(result)
@@ -180,7 +182,6 @@ def start_demo_order() -> Response:
     payload["checkout_token"] = None
     payload["checkout_token_expires_at"] = None
     if tokens.configured:  # without a secret (development only) every request is `dev` anyway
-        tenant = DEV_TENANT if settings.api_auth_disabled else DEMO_TENANT
         issued = tokens.mint(tenant, result.payment.id)
         payload["checkout_token"] = issued.token
         payload["checkout_token_expires_at"] = issued.grant.expires_at_iso

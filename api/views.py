@@ -120,10 +120,12 @@ def created_body(payment: Payment, pending_reason: str | None = None) -> dict[st
     }
 
 
-def _tenant() -> str:
-    tenant = current_caller().tenant
-    assert tenant is not None, "an authenticated endpoint without a tenant"
-    return tenant
+def tenant() -> str:
+    """The caller's tenant: every payment read or written here is that tenant's only."""
+    found = current_caller().tenant
+    if found is None:  # only open endpoints have no tenant, and they do not ask
+        raise RuntimeError(f"no tenant for {request.endpoint}: is it wrongly open?")
+    return found
 
 
 def created_response(result: Any) -> Response:
@@ -154,6 +156,7 @@ def create_payment() -> Response:
             customer_email=body.customer_email,
             description=body.description,
             metadata=body.metadata,
+            tenant_id=tenant(),
         )
     )
     return created_response(result)
@@ -161,7 +164,7 @@ def create_payment() -> Response:
 
 @bp.get("/payments/<raw_id>")
 def get_payment(raw_id: str) -> Response:
-    payment = services().service.get(_payment_id(raw_id))
+    payment = services().service.get(_payment_id(raw_id), tenant_id=tenant())
     g.payment_id = str(payment.id)
     return jsonify(payment.public_dict())
 
@@ -194,7 +197,9 @@ def list_payments() -> Response:
                 f"{args['after'][:80]!r}",
                 field="after",
             ) from None
-    payments, cursor = services().service.list(status=status, limit=int(raw_limit), after=after)
+    payments, cursor = services().service.list(
+        status=status, limit=int(raw_limit), after=after, tenant_id=tenant()
+    )
     return jsonify(
         {
             "data": [p.public_dict() for p in payments],
@@ -207,7 +212,7 @@ def list_payments() -> Response:
 def cancel_payment(raw_id: str) -> Response:
     payment_id = _payment_id(raw_id)
     g.payment_id = str(payment_id)
-    payment = services().service.cancel(payment_id)
+    payment = services().service.cancel(payment_id, tenant_id=tenant())
     return jsonify(payment.public_dict())
 
 
@@ -216,7 +221,7 @@ def confirm_payment(raw_id: str) -> Response:
     payment_id = _payment_id(raw_id)
     g.payment_id = str(payment_id)
     body = ConfirmPaymentBody.model_validate(json_object())
-    confirmation = services().service.confirm(payment_id, body.payment_method)
+    confirmation = services().service.confirm(payment_id, body.payment_method, tenant_id=tenant())
     intent = confirmation.intent
     return jsonify(
         {
@@ -233,7 +238,7 @@ def confirm_payment(raw_id: str) -> Response:
 def payment_timeline(raw_id: str) -> Response:
     payment_id = _payment_id(raw_id)
     g.payment_id = str(payment_id)
-    history = services().service.history(payment_id)
+    history = services().service.history(payment_id, tenant_id=tenant())
     emitted = services().status_events.events_for(payment_id, history.payment.created_at)
     response = jsonify(timeline(history, emitted))
     response.headers["Cache-Control"] = "no-store"
@@ -249,9 +254,9 @@ def checkout_token(raw_id: str) -> Response:
         raise ApiProblem(403, "Forbidden", "an API key is needed", kind="checkout-token-scope")
     payment_id = _payment_id(raw_id)
     g.payment_id = str(payment_id)
-    payment = services().service.get(payment_id)
+    payment = services().service.get(payment_id, tenant_id=tenant())
     try:
-        issued = checkout_tokens().mint(_tenant(), payment.id)
+        issued = checkout_tokens().mint(tenant(), payment.id)
     except TokensNotConfigured:
         raise tokens_not_configured() from None
     response = jsonify(

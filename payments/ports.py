@@ -15,7 +15,7 @@ from uuid import UUID
 from payments.domain.errors import InvalidRequest
 from payments.domain.intents import event_outcome, intent_outcome
 from payments.domain.money import Money
-from payments.domain.payment import IntentFacts, Payment
+from payments.domain.payment import DEFAULT_TENANT, IntentFacts, Payment
 from payments.domain.status import Source, Status
 
 
@@ -178,6 +178,7 @@ class NewPayment:
     customer_email: str | None = None
     description: str | None = None
     metadata: Mapping[str, str] | None = None
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -255,14 +256,20 @@ class PaymentRepository(Protocol):
 
     def ping(self) -> None: ...
     def count_by_status(self) -> dict[Status, int]: ...
-    def get(self, payment_id: UUID) -> Payment | None: ...
-    def get_for_read(self, payment_id: UUID) -> Payment | None: ...
+    # ``tenant_id``: only that tenant's payment (None: any, for the worker and the reconciler).
+    def get(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment | None: ...
+    def get_for_read(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment | None: ...
     def open_payments(self, payment_ids: Iterable[UUID]) -> dict[UUID, Payment]: ...
     def open_payments_by_intent(self, intent_ids: Iterable[str]) -> dict[str, Payment]: ...
     def events(self, payment_id: UUID) -> list[AuditEvent]: ...
     def webhooks(self, payment_id: UUID, *, limit: int = 50) -> list[InboxEvent]: ...
     def list_page(
-        self, *, status: Status | None = None, limit: int = 50, after: PageCursor | None = None
+        self,
+        *,
+        status: Status | None = None,
+        limit: int = 50,
+        after: PageCursor | None = None,
+        tenant_id: str | None = None,
     ) -> tuple[list[Payment], PageCursor | None]: ...
 
     def insert_pending(self, new: NewPayment) -> InsertResult: ...

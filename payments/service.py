@@ -28,7 +28,7 @@ from payments.domain.intents import (
     STATUS_EVENT_TYPES,
 )
 from payments.domain.money import Money
-from payments.domain.payment import Payment
+from payments.domain.payment import DEFAULT_TENANT, Payment
 from payments.domain.status import Source, Status
 from payments.logs import get_logger
 from payments.ports import (
@@ -98,6 +98,8 @@ class CreatePayment:
     customer_email: str | None = None
     description: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Whose payment: idempotency keys are per tenant.
+    tenant_id: str = DEFAULT_TENANT
 
     def request_hash(self) -> str:
         """Hash of the canonical request: the same body gives the same hash."""
@@ -163,6 +165,7 @@ class PaymentService:
                 customer_email=request.customer_email,
                 description=request.description,
                 metadata=dict(request.metadata),
+                tenant_id=request.tenant_id,
             )
         )
         payment = inserted.payment
@@ -261,9 +264,10 @@ class PaymentService:
 
     # -- cancel -----------------------------------------------------------------------------
 
-    def cancel(self, payment_id: UUID) -> Payment:
-        """Cancel on Stripe, then the guarded transition to ``canceled`` (idempotent)."""
-        payment = self.repo.get(payment_id)
+    def cancel(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment:
+        """Cancel on Stripe, then the guarded transition to ``canceled`` (idempotent). With
+        ``tenant_id``, another tenant's payment is ``NotFound``, as an unknown one."""
+        payment = self.repo.get(payment_id, tenant_id=tenant_id)
         if payment is None:
             raise NotFound(f"payment {payment_id} does not exist")
         if payment.status is Status.CANCELED:
@@ -349,14 +353,17 @@ class PaymentService:
 
     # -- confirm ----------------------------------------------------------------------------
 
-    def confirm(self, payment_id: UUID, payment_method: str) -> Confirmation:
+    def confirm(
+        self, payment_id: UUID, payment_method: str, *, tenant_id: str | None = None
+    ) -> Confirmation:
         """Confirm the payment's intent with a payment method made in the browser.
 
         The status change is left to the webhook (fast path) and the reconciler (safety net),
         exactly as when the browser confirms with Stripe.js itself. A retry with the same
-        payment method reuses Stripe's idempotency key and gets Stripe's first answer.
+        payment method reuses Stripe's idempotency key and gets Stripe's first answer. With
+        ``tenant_id``, another tenant's payment is ``NotFound``.
         """
-        payment = self.repo.get(payment_id)
+        payment = self.repo.get(payment_id, tenant_id=tenant_id)
         if payment is None:
             raise NotFound(f"payment {payment_id} does not exist")
         if payment.status not in (Status.PENDING, Status.FAILED):
@@ -379,20 +386,28 @@ class PaymentService:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def history(self, payment_id: UUID) -> PaymentHistory:
-        """The payment from the primary (never a lagging replica), its audit rows and inbox."""
-        payment = self.repo.get(payment_id)
+    def history(self, payment_id: UUID, *, tenant_id: str | None = None) -> PaymentHistory:
+        """The payment from the primary (never a lagging replica), its audit rows and inbox.
+        With ``tenant_id``, another tenant's payment is ``NotFound``."""
+        payment = self.repo.get(payment_id, tenant_id=tenant_id)
         if payment is None:
             raise NotFound(f"payment {payment_id} does not exist")
         return PaymentHistory(payment, self.repo.events(payment_id), self.repo.webhooks(payment_id))
 
-    def get(self, payment_id: UUID) -> Payment:
-        payment = self.repo.get_for_read(payment_id)
+    def get(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment:
+        """With ``tenant_id``, another tenant's payment is ``NotFound``, as an unknown one."""
+        payment = self.repo.get_for_read(payment_id, tenant_id=tenant_id)
         if payment is None:
             raise NotFound(f"payment {payment_id} does not exist")
         return payment
 
     def list(
-        self, *, status: Status | None, limit: int, after: PageCursor | None
+        self,
+        *,
+        status: Status | None,
+        limit: int,
+        after: PageCursor | None,
+        tenant_id: str | None = None,
     ) -> tuple[list[Payment], PageCursor | None]:
-        return self.repo.list_page(status=status, limit=limit, after=after)
+        """One page; with ``tenant_id``, of that tenant's payments only."""
+        return self.repo.list_page(status=status, limit=limit, after=after, tenant_id=tenant_id)

@@ -21,7 +21,7 @@ from uuid import UUID
 from payments.adapters.stripe_gateway import creation_key
 from payments.domain.errors import Conflict, NotFound, ProviderDeclined, RetryableError
 from payments.domain.intents import STATUS_EVENT_TYPES
-from payments.domain.payment import IntentMatch, Payment
+from payments.domain.payment import DEFAULT_TENANT, IntentMatch, Payment
 from payments.domain.status import Status, can_transition
 from payments.ports import (
     AuditEvent,
@@ -61,17 +61,25 @@ class FakePaymentRepository:
         return _now() + timedelta(microseconds=next(self._tick))
 
     # reads
-    def get(self, payment_id: UUID) -> Payment | None:
+    def get(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment | None:
         with self._lock:
-            return self.payments.get(payment_id)
+            found = self.payments.get(payment_id)
+        if found is None or (tenant_id is not None and found.tenant_id != tenant_id):
+            return None
+        return found
 
-    def get_for_read(self, payment_id: UUID) -> Payment | None:
-        return self.get(payment_id)
+    def get_for_read(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment | None:
+        return self.get(payment_id, tenant_id=tenant_id)
 
-    def get_by_key(self, idempotency_key: str) -> Payment | None:
+    def get_by_key(self, idempotency_key: str, tenant_id: str = DEFAULT_TENANT) -> Payment | None:
         with self._lock:
             return next(
-                (p for p in self.payments.values() if p.idempotency_key == idempotency_key), None
+                (
+                    p
+                    for p in self.payments.values()
+                    if p.idempotency_key == idempotency_key and p.tenant_id == tenant_id
+                ),
+                None,
             )
 
     def get_by_provider_id(self, provider_payment_id: str) -> Payment | None:
@@ -102,10 +110,18 @@ class FakePaymentRepository:
         return sorted(found, key=lambda e: (e.received_at, e.event_id))[:limit]
 
     def list_page(
-        self, *, status: Status | None = None, limit: int = 50, after: PageCursor | None = None
+        self,
+        *,
+        status: Status | None = None,
+        limit: int = 50,
+        after: PageCursor | None = None,
+        tenant_id: str | None = None,
     ) -> tuple[list[Payment], PageCursor | None]:
         with self._lock:
-            rows = sorted(self.payments.values(), key=lambda p: (p.created_at, p.id))
+            rows = sorted(
+                (p for p in self.payments.values() if tenant_id in (None, p.tenant_id)),
+                key=lambda p: (p.created_at, p.id),
+            )
         if status is not None:
             rows = [p for p in rows if p.status is status]
         if after is not None:
@@ -127,7 +143,7 @@ class FakePaymentRepository:
     # writes
     def insert_pending(self, new: NewPayment) -> InsertResult:
         with self._lock:
-            existing = self.get_by_key(new.idempotency_key)
+            existing = self.get_by_key(new.idempotency_key, new.tenant_id)
             if existing is not None:
                 return InsertResult(existing, False, self.claims.get(existing.id))
             now = self._stamp()
@@ -143,6 +159,7 @@ class FakePaymentRepository:
                 customer_email=new.customer_email,
                 description=new.description,
                 metadata=dict(new.metadata or {}),
+                tenant_id=new.tenant_id,
             )
             self.payments[payment.id] = payment
             self.claims[payment.id] = now

@@ -11,6 +11,9 @@ from uuid import UUID
 from payments.domain.money import Money
 from payments.domain.status import Status
 
+# The tenant of rows made before tenants existed, and of a bare API key (no `tenant:`).
+DEFAULT_TENANT = "default"
+
 
 class IntentMatch(StrEnum):
     """Whether a PaymentIntent may move a payment."""
@@ -49,6 +52,8 @@ class Payment:
     metadata: dict[str, str] = field(default_factory=dict)
     failure_code: str | None = None
     failure_message: str | None = None
+    # The merchant whose API key made it; only that tenant's keys see it.
+    tenant_id: str = DEFAULT_TENANT
 
     @property
     def is_open(self) -> bool:

@@ -14,6 +14,7 @@ from payments.adapters.postgres.repository import PostgresRepository
 from payments.domain.status import Source, Status
 from payments.settings import Settings
 from tests import support_api
+from tests.stack_support import CdcTail
 
 pytestmark = pytest.mark.e2e
 API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -52,11 +53,16 @@ def status_of(api: requests.Session, payment_id: str) -> str:
 def test_test_card_payment_succeeds_through_the_real_webhook(
     api: requests.Session, s: Settings, repo: PostgresRepository
 ) -> None:
-    payment = create(api, 2000)
-    status, intent = support_api.LocalStripe(s).pay(payment["provider_payment_id"], SUCCEEDS)
-    assert status == 200, intent
-    assert intent["status"] == "succeeded"
-    support_api.wait_for(lambda: status_of(api, payment["id"]) == "succeeded", timeout=60)
+    tail = CdcTail(s, topic=s.status_topic)
+    try:
+        payment = create(api, 2000)
+        status, intent = support_api.LocalStripe(s).pay(payment["provider_payment_id"], SUCCEEDS)
+        assert status == 200, intent
+        assert intent["status"] == "succeeded"
+        support_api.wait_for(lambda: status_of(api, payment["id"]) == "succeeded", timeout=60)
+        emitted = tail.events_for(payment["id"], timeout=60)
+    finally:
+        tail.close()
     (event,) = repo.events(UUID(payment["id"]))
     assert (event.from_status, event.to_status, event.source) == (
         Status.PENDING,
@@ -64,6 +70,11 @@ def test_test_card_payment_succeeds_through_the_real_webhook(
         Source.WEBHOOK,
     )
     assert event.provider_event_id and event.provider_event_id.startswith("evt_")
+    # The status event names the tenant whose key made the payment (the key this test sends).
+    tenant = support_api.tenants(s)[0] if not s.api_auth_disabled else "dev"
+    assert [(e["status"], e["tenant_id"], e["amount_minor"]) for e in emitted] == [
+        ("succeeded", tenant, 2000)
+    ]
 
 
 def test_declining_card_ends_failed(

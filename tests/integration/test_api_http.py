@@ -58,7 +58,7 @@ def test_create_replay_and_reuse(
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json["client_secret"] == first.json["client_secret"]
     other = client.post(
-        "/payments", json={**BODY, "amount_minor": 1}, headers={"Idempotency-Key": key}
+        "/payments", json={**BODY, "amount_minor": 4300}, headers={"Idempotency-Key": key}
     )
     assert other.status_code == 409
     assert other.json["type"] == "/problems/idempotency-key-reused"

@@ -1,15 +1,17 @@
 """The OpenAPI document against the running API (gunicorn, started by `make up` / `make test`):
-Schemathesis with every check it has, authenticated with an API key, must find nothing.
+Schemathesis with every check it has must find nothing.
 
 Every status the server answers is in the document, and every request the document allows is
 one the server accepts (``positive_data_acceptance``; its one allowance is in
-``schemathesis.toml``), with the stateful phase following the
-document's links (create, then read, confirm, cancel, follow the timeline). A finding fails the
-test with Schemathesis's own report (each with a ``curl`` line to reproduce it).
+``schemathesis.toml``), with the stateful phase following the document's links (create, then
+read, confirm, cancel, follow the timeline). A second run knows two tenants' keys and probes
+whether one tenant can read what the other created (``object_level_authorization``). A finding
+fails the test with Schemathesis's own report (each with a ``curl`` line to reproduce it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,8 +27,8 @@ from tests import support_api
 
 pytestmark = pytest.mark.integration
 API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
-# Examples per operation and phase: about a minute on the stack, every check still meets each
-# operation many times. SCHEMATHESIS_MAX_EXAMPLES raises it for a longer hunt.
+# Examples per operation and phase: the two runs take about a minute on the stack, and every
+# check still meets each operation many times. SCHEMATHESIS_MAX_EXAMPLES for a longer hunt.
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
 # The one allowance (a 402 is Stripe refusing valid data), explained in the file.
 CONFIG = Path(__file__).resolve().parents[2] / "schemathesis.toml"
@@ -39,21 +41,22 @@ def schemathesis_cli() -> str:
     return found
 
 
-def test_schemathesis_finds_nothing_on_the_live_api(s: Settings, tmp_path: Path) -> None:
+def run_schemathesis(config: Path, options: list[str], workdir: Path, examples: int) -> None:
+    """``schemathesis run <API>/openapi.json --checks all …``; fail with its report on any
+    finding, or when it did not test every operation of the document."""
     spec = requests.get(f"{API}/openapi.json", timeout=10)
     assert spec.status_code == 200, f"no API at {API}: run `make up` (API_URL names another)"
     command = [
         schemathesis_cli(),
         "--config-file",
-        str(CONFIG),
+        str(config),
         "run",
         f"{API}/openapi.json",
         "--checks",
         "all",
-        "--header",
-        f"Authorization: Bearer {support_api.api_key(s)}",
+        *options,
         "--max-examples",
-        str(MAX_EXAMPLES),
+        str(examples),
         "--generation-database",
         "none",
         "--request-timeout",
@@ -64,7 +67,7 @@ def test_schemathesis_finds_nothing_on_the_live_api(s: Settings, tmp_path: Path)
         command += ["--seed", seed]
     # Run from a scratch folder: Schemathesis keeps its own state in the working directory.
     done = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
+        command, cwd=workdir, capture_output=True, text=True, timeout=600, check=False
     )
     report = done.stdout + done.stderr
     summary = report[report.find("SUMMARY") :] if "SUMMARY" in report else report[-3000:]
@@ -73,3 +76,39 @@ def test_schemathesis_finds_nothing_on_the_live_api(s: Settings, tmp_path: Path)
     tested = re.search(r"Tested:\s+(\d+)", report)
     operations = len([op for path in spec.json()["paths"].values() for op in path])
     assert tested is not None and int(tested.group(1)) == operations, summary
+
+
+def test_schemathesis_finds_nothing_on_the_live_api(s: Settings, tmp_path: Path) -> None:
+    key = support_api.api_key(s)
+    run_schemathesis(CONFIG, ["--header", f"Authorization: Bearer {key}"], tmp_path, MAX_EXAMPLES)
+
+
+def test_no_tenant_reads_another_tenants_payments(s: Settings, tmp_path: Path) -> None:
+    """Schemathesis with two tenants' keys as peers: what one creates, the other must not get."""
+    tenants = support_api.tenants(s)
+    assert len(tenants) >= 2, f"API_KEYS names {tenants}; this test needs two tenants"
+    identities = tmp_path / "tenants.json"
+    identities.write_text(
+        json.dumps(
+            {
+                "auth": [
+                    {
+                        "name": tenant,
+                        "fixedHeaders": [
+                            {
+                                "name": "Authorization",
+                                "value": f"Bearer {support_api.api_key(s, tenant)}",
+                            }
+                        ],
+                    }
+                    for tenant in tenants[:2]
+                ]
+            }
+        )
+    )
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        f"[auth.wfc]\npath = {json.dumps(str(identities))}\n"
+        f"peers = {json.dumps(tenants[:2])}\n\n" + CONFIG.read_text()
+    )
+    run_schemathesis(config, [], tmp_path, max(10, MAX_EXAMPLES // 2))

@@ -564,3 +564,70 @@ def test_database_outage_is_503_with_retry_after(
     assert r.headers["Retry-After"]
     assert r.json["type"] == "/problems/database-unavailable"
     assert "connection refused" not in r.get_data(as_text=True)
+
+
+# -- tenants --------------------------------------------------------------------------------
+
+
+def test_another_tenants_payment_is_not_found_on_every_endpoint(
+    repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    app = make_app(repo, stripe)
+    acme, globex = keyed_client(app, ACME_KEY), keyed_client(app, GLOBEX_KEY)
+    theirs = post(acme, key="acme-1").json["id"]
+    unknown = str(uuid.uuid4())
+    confirm = {"payment_method": "pm_card_visa"}
+    for method, path, body in (
+        ("GET", "/payments/{}", None),
+        ("POST", "/payments/{}/cancel", None),
+        ("POST", "/payments/{}/confirm", confirm),
+        ("GET", "/payments/{}/timeline", None),
+        ("POST", "/payments/{}/checkout-token", None),
+    ):
+        seen = globex.open(path.format(theirs), method=method, json=body)
+        never = globex.open(path.format(unknown), method=method, json=body)
+        assert (seen.status_code, never.status_code) == (404, 404), path
+        # Word for word what an unknown id gets: nothing says the payment exists elsewhere.
+        assert seen.json["detail"].replace(theirs, "<id>") == never.json["detail"].replace(
+            unknown, "<id>"
+        )
+    assert globex.get("/payments").json["data"] == []
+    assert [p["id"] for p in acme.get("/payments").json["data"]] == [theirs]
+    # Nothing changed for its owner: still pending, no intent confirmed, nothing canceled.
+    assert acme.get(f"/payments/{theirs}").json["status"] == "pending"
+    assert [i.status for i in stripe.intents_for(uuid.UUID(theirs))] == ["requires_payment_method"]
+
+
+def test_idempotency_keys_are_per_tenant(
+    repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    app = make_app(repo, stripe)
+    acme, globex = keyed_client(app, ACME_KEY), keyed_client(app, GLOBEX_KEY)
+    mine = post(acme, key="order-1042")
+    theirs = post(globex, {**BODY, "amount_minor": 9900}, key="order-1042")
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert "Idempotent-Replayed" not in theirs.headers
+    assert mine.json["id"] != theirs.json["id"]
+    assert (theirs.json["amount_minor"], mine.json["amount_minor"]) == (9900, 2500)
+    again = post(globex, {**BODY, "amount_minor": 9900}, key="order-1042")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json["id"] == theirs.json["id"]
+    reused = post(globex, key="order-1042")  # acme's body, globex's key: globex's conflict
+    assert reused.status_code == 409
+    assert mine.json["id"] not in reused.get_data(as_text=True)
+    assert {p.tenant_id for p in repo.payments.values()} == {"acme", "globex"}
+
+
+def test_a_checkout_token_is_its_tenants(
+    repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    app = make_app(repo, stripe)
+    acme, globex = keyed_client(app, ACME_KEY), keyed_client(app, GLOBEX_KEY)
+    pid = post(acme, key="acme-2").json["id"]
+    forged_for_globex = app.extensions["checkout_tokens"].mint("globex", uuid.UUID(pid)).token
+    browser = app.test_client()
+    r = browser.get(
+        f"/payments/{pid}/timeline", headers={"Authorization": f"Bearer {forged_for_globex}"}
+    )
+    assert r.status_code == 404  # a token of globex (even a genuine one) cannot reach acme's
+    assert globex.post(f"/payments/{pid}/checkout-token").status_code == 404

@@ -31,15 +31,21 @@ OPEN = [s.value for s in OPEN_STATUSES]
 
 # The inserting request claims the intent creation at once (creation_claimed_at = now()).
 INSERT_PENDING = f"""
-    INSERT INTO payments (id, idempotency_key, request_hash, amount_minor, currency,
+    INSERT INTO payments (id, tenant_id, idempotency_key, request_hash, amount_minor, currency,
                           customer_email, description, metadata, creation_claimed_at)
-    VALUES (%(id)s, %(idempotency_key)s, %(request_hash)s, %(amount_minor)s, %(currency)s,
-            %(customer_email)s, %(description)s, %(metadata)s, now())
-    ON CONFLICT (idempotency_key) DO NOTHING
+    VALUES (%(id)s, %(tenant_id)s, %(idempotency_key)s, %(request_hash)s, %(amount_minor)s,
+            %(currency)s, %(customer_email)s, %(description)s, %(metadata)s, now())
+    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
     RETURNING {COLUMNS}"""
 
 SELECT_BY_ID = f"SELECT {COLUMNS} FROM payments WHERE id = %(id)s"
-SELECT_BY_KEY = f"SELECT {COLUMNS} FROM payments WHERE idempotency_key = %(key)s"
+# A tenant's own payment: another tenant's id finds nothing, exactly as an unknown id.
+SELECT_BY_ID_OF_TENANT = (
+    f"SELECT {COLUMNS} FROM payments WHERE id = %(id)s AND tenant_id = %(tenant_id)s"
+)
+SELECT_BY_KEY = f"""
+    SELECT {COLUMNS} FROM payments
+     WHERE tenant_id = %(tenant_id)s AND idempotency_key = %(key)s"""
 SELECT_BY_INTENT = f"SELECT {COLUMNS} FROM payments WHERE provider_payment_id = %(intent_id)s"
 SELECT_OPEN_BY_IDS = f"""
     SELECT {COLUMNS} FROM payments
@@ -113,6 +119,16 @@ RELEASE_CREATION = """
     UPDATE payments SET creation_claimed_at = NULL, version = version + 1, updated_at = now()
      WHERE id = %(id)s AND provider_payment_id IS NULL AND creation_claimed_at IS NOT NULL"""
 
+# One tenant's payments (index payments_tenant_created_idx / payments_tenant_status_created_idx).
+LIST_PAGE_OF_TENANT = f"""
+    SELECT {COLUMNS} FROM payments
+     WHERE tenant_id = %(tenant_id)s
+       AND (%(status)s::payment_status IS NULL OR status = %(status)s::payment_status)
+       AND (%(after_created)s::timestamptz IS NULL
+            OR (created_at, id) > (%(after_created)s::timestamptz, %(after_id)s::uuid))
+     ORDER BY created_at, id
+     LIMIT %(limit)s"""
+
 LIST_PAGE = f"""
     SELECT {COLUMNS} FROM payments
      WHERE (%(status)s::payment_status IS NULL OR status = %(status)s::payment_status)
@@ -124,8 +140,14 @@ LIST_PAGE = f"""
 COUNT_BY_STATUS = "SELECT status::text, count(*) FROM payments GROUP BY status"
 
 
-def get(cur: Cursor, payment_id: UUID) -> Payment | None:
-    row = cur.execute(SELECT_BY_ID, {"id": payment_id}).fetchone()
+def get(cur: Cursor, payment_id: UUID, tenant_id: str | None = None) -> Payment | None:
+    """The payment; with ``tenant_id``, only when it is that tenant's."""
+    if tenant_id is None:
+        row = cur.execute(SELECT_BY_ID, {"id": payment_id}).fetchone()
+    else:
+        row = cur.execute(
+            SELECT_BY_ID_OF_TENANT, {"id": payment_id, "tenant_id": tenant_id}
+        ).fetchone()
     return payment_from_row(row) if row else None
 
 
@@ -151,6 +173,7 @@ def insert_pending(cur: Cursor, new: NewPayment) -> tuple[Payment, bool, Any]:
     """(payment, created now, when its creation was claimed)."""
     params = {
         "id": new.id,
+        "tenant_id": new.tenant_id,
         "idempotency_key": new.idempotency_key,
         "request_hash": new.request_hash,
         "amount_minor": new.money.amount_minor,
@@ -162,7 +185,9 @@ def insert_pending(cur: Cursor, new: NewPayment) -> tuple[Payment, bool, Any]:
     row = cur.execute(INSERT_PENDING, params).fetchone()
     created = row is not None
     if row is None:
-        row = cur.execute(SELECT_BY_KEY, {"key": new.idempotency_key}).fetchone()
+        row = cur.execute(
+            SELECT_BY_KEY, {"tenant_id": new.tenant_id, "key": new.idempotency_key}
+        ).fetchone()
     if row is None:  # inserted and deleted in between: nothing in this system deletes
         raise LookupError(f"idempotency key {new.idempotency_key!r} conflicted but is gone")
     return payment_from_row(row), created, row["creation_claimed_at"]
@@ -264,15 +289,22 @@ def release_creation(cur: Cursor, payment_id: UUID) -> None:
 
 
 def list_page(
-    cur: Cursor, *, status: Status | None, limit: int, after: PageCursor | None
+    cur: Cursor,
+    *,
+    status: Status | None,
+    limit: int,
+    after: PageCursor | None,
+    tenant_id: str | None = None,
 ) -> tuple[list[Payment], PageCursor | None]:
+    """One page by (created_at, id); with ``tenant_id``, of that tenant's payments only."""
     params = {
+        "tenant_id": tenant_id,
         "status": status.value if status else None,
         "after_created": after.created_at if after else None,
         "after_id": after.id if after else None,
         "limit": limit + 1,
     }
-    rows = cur.execute(LIST_PAGE, params).fetchall()
+    rows = cur.execute(LIST_PAGE if tenant_id is None else LIST_PAGE_OF_TENANT, params).fetchall()
     payments = [payment_from_row(r) for r in rows[:limit]]
     last = payments[-1] if payments else None
     cursor = PageCursor(last.created_at, last.id) if len(rows) > limit and last else None

@@ -80,25 +80,25 @@ class PostgresRepository:
         with pool.connection(timeout=self.read_timeout_seconds) as conn:
             conn.execute("SELECT 1")
 
-    def get(self, payment_id: UUID) -> Payment | None:
-        """Read from the primary (always current)."""
+    def get(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment | None:
+        """Read from the primary (always current); with ``tenant_id``, only that tenant's."""
         with self._tx() as cur:
-            return payment_store.get(cur, payment_id)
+            return payment_store.get(cur, payment_id, tenant_id)
 
-    def get_for_read(self, payment_id: UUID) -> Payment | None:
+    def get_for_read(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment | None:
         """Read from a replica; fall back to the primary when the row is not there (yet) or
-        no replica answers."""
+        no replica answers. With ``tenant_id``, only that tenant's."""
         if self.read_pool is not None:
             try:
                 with self._replica() as cur:
-                    found = payment_store.get(cur, payment_id)
+                    found = payment_store.get(cur, payment_id, tenant_id)
                 if found is not None:
                     return found
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 log.warning(
                     "replica read failed, using primary", payment_id=str(payment_id), error=str(exc)
                 )
-        return self.get(payment_id)
+        return self.get(payment_id, tenant_id=tenant_id)
 
     def open_payments(self, payment_ids: Iterable[UUID]) -> dict[UUID, Payment]:
         with self._tx() as cur:
@@ -109,17 +109,29 @@ class PostgresRepository:
             return payment_store.open_by_intents(cur, intent_ids)
 
     def list_page(
-        self, *, status: Status | None = None, limit: int = 50, after: PageCursor | None = None
+        self,
+        *,
+        status: Status | None = None,
+        limit: int = 50,
+        after: PageCursor | None = None,
+        tenant_id: str | None = None,
     ) -> tuple[list[Payment], PageCursor | None]:
-        """One keyset page ordered by (created_at, id) and the cursor of the next page."""
+        """One keyset page ordered by (created_at, id) and the cursor of the next page; with
+        ``tenant_id``, of that tenant's payments only."""
+
+        def page(cur: Cursor) -> tuple[list[Payment], PageCursor | None]:
+            return payment_store.list_page(
+                cur, status=status, limit=limit, after=after, tenant_id=tenant_id
+            )
+
         if self.read_pool is not None:
             try:
                 with self._replica() as cur:
-                    return payment_store.list_page(cur, status=status, limit=limit, after=after)
+                    return page(cur)
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 log.warning("replica list failed, using primary", error=str(exc))
         with self._tx() as cur:
-            return payment_store.list_page(cur, status=status, limit=limit, after=after)
+            return page(cur)
 
     def events(self, payment_id: UUID) -> list[AuditEvent]:
         """The audit trail of one payment, oldest first."""

@@ -34,6 +34,7 @@ COLUMN_NAMES = (
     "updated_at",
     "version",
     "creation_claimed_at",
+    "tenant_id",
 )
 COLUMNS = ", ".join(COLUMN_NAMES)
 
@@ -63,4 +64,5 @@ def payment_from_row(row: Row) -> Payment:
         metadata={str(k): str(v) for k, v in metadata.items()},
         failure_code=row["failure_code"],
         failure_message=row["failure_message"],
+        tenant_id=row["tenant_id"],
     )
