@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import (
@@ -16,7 +17,14 @@ from pydantic import (
     field_validator,
 )
 
-from payments.domain.money import CURRENCIES, MAX_AMOUNT_MINOR, MIN_AMOUNT_MINOR
+from payments.domain.money import (
+    CURRENCIES,
+    MAX_AMOUNT_MINOR,
+    MIN_AMOUNT_MINOR,
+    MINIMUM_CHARGE,
+    THREE_DECIMAL,
+    WHOLE_UNITS_ONLY,
+)
 from payments.domain.status import Status
 
 # Stripe's metadata rules: 50 keys (one is ours: payment_id), key <= 40 chars without square
@@ -78,10 +86,43 @@ def _metadata_schema(schema: dict[str, Any]) -> None:
     )
 
 
+def _spellings(currencies: Iterable[str]) -> list[JsonValue]:
+    return [c for code in sorted(currencies) for c in (code, code.upper())]
+
+
+def _when_currency(currencies: Iterable[str], amount_rule: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "if": {
+            "properties": {"currency": {"enum": _spellings(currencies)}},
+            "required": ["currency"],
+        },
+        "then": {"properties": {"amount_minor": amount_rule}},
+    }
+
+
+def chargeable_rules() -> list[dict[str, Any]]:
+    """Stripe's charge rules per currency (``Money.check_chargeable``) as JSON Schema, so the
+    document refuses exactly what the server refuses: the minimum charge, the last of three
+    decimals 0, whole krónur."""
+    by_minimum: dict[int, list[str]] = {}
+    for currency, minimum in MINIMUM_CHARGE.items():
+        by_minimum.setdefault(minimum, []).append(currency)
+    rules = [_when_currency(codes, {"minimum": m}) for m, codes in sorted(by_minimum.items())]
+    rules.append(_when_currency(THREE_DECIMAL, {"multipleOf": 10}))
+    rules.append(_when_currency(WHOLE_UNITS_ONLY, {"multipleOf": 100}))
+    return rules
+
+
+def _create_payment_schema(schema: dict[str, Any]) -> None:
+    schema["allOf"] = chargeable_rules()
+
+
 class CreatePaymentBody(BaseModel):
     """Body of ``POST /payments``."""
 
-    model_config = ConfigDict(extra="forbid", title="CreatePayment")
+    model_config = ConfigDict(
+        extra="forbid", title="CreatePayment", json_schema_extra=_create_payment_schema
+    )
 
     amount_minor: Annotated[StrictInt, BeforeValidator(_integral_amount)] = Field(
         ge=MIN_AMOUNT_MINOR,

@@ -631,3 +631,24 @@ def test_a_checkout_token_is_its_tenants(
     )
     assert r.status_code == 404  # a token of globex (even a genuine one) cannot reach acme's
     assert globex.post(f"/payments/{pid}/checkout-token").status_code == 404
+
+
+def test_the_document_refuses_exactly_the_amounts_the_server_refuses(
+    client: FlaskClient,
+) -> None:
+    """Stripe's per-currency rules are in the document (allOf of if/then): for each currency,
+    around its minimum and its rounding, the document and the server agree."""
+    import jsonschema_rs
+
+    from payments.domain.money import CURRENCIES
+
+    spec = client.get("/openapi.json").json
+    valid = jsonschema_rs.validator_for(spec["components"]["schemas"]["CreatePayment"]).is_valid
+    disagreements = []
+    for n, currency in enumerate(sorted(CURRENCIES)):
+        for amount in (1, 29, 30, 49, 50, 51, 199, 200, 1499, 1500, 17499, 17500, 17510, 100_000):
+            body = {"amount_minor": amount, "currency": currency if n % 2 else currency.upper()}
+            r = post(client, body, key=f"agree-{currency}-{amount}")
+            if valid(body) != (r.status_code == 201):
+                disagreements.append((body, valid(body), r.status_code))
+    assert disagreements == []
