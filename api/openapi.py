@@ -372,6 +372,25 @@ def _operations_paths() -> dict[str, Any]:
     }
 
 
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+# What the HTTP server in front of Flask (gunicorn) answers before the API sees a request: any
+# operation, whatever its parameters, in gunicorn's own HTML.
+HTTP_SERVER = {
+    "414": _html("Request line over gunicorn's limit (4094 bytes), e.g. a very long query"),
+    "431": _html("A header over gunicorn's limit (8190 bytes)"),
+}
+
+
+def _with_server_limits(paths: dict[str, Any]) -> dict[str, Any]:
+    for operations in paths.values():
+        for operation in operations.values():
+            operation["responses"].update(HTTP_SERVER)
+    return paths
+
+
 def build_spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -401,7 +420,9 @@ def build_spec() -> dict[str, Any]:
                 },
             },
         },
-        "paths": {**_payments_paths(), **_checkout_paths(), **_operations_paths()},
+        "paths": _with_server_limits(
+            {**_payments_paths(), **_checkout_paths(), **_operations_paths()}
+        ),
     }
 
 
