@@ -181,7 +181,7 @@ THREE_DECIMAL: frozenset[str] = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 # amounts" table (docs.stripe.com/currencies#minimum-and-maximum-charge-amounts, read
 # 2026-11). Any other currency must convert to at least 0.50 USD at Stripe's rate of the day,
 # which only Stripe can check: such a payment that is too small fails at intake with Stripe's
-# own refusal (422, field amount_minor), never later.
+# own refusal at creation (402, the payment `failed`), never later.
 MINIMUM_CHARGE: dict[str, int] = {
     "usd": 50,
     "aed": 200,
