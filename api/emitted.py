@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
+from payments.domain.events import EventFormatError, StatusUpdate
 from payments.logs import get_logger
 from payments.settings import Settings
 
@@ -42,7 +43,7 @@ class EmittedEvents:
     """What was found. ``complete`` is False when the budget ran out or Kafka did not answer
     (then ``error`` says why); the events found so far are still returned."""
 
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[StatusUpdate] = field(default_factory=list)
     complete: bool = True
     error: str | None = None
     partition: int | None = None
@@ -122,7 +123,7 @@ class KafkaStatusEvents:
         if found is None:  # nothing written since the payment was created
             return EmittedEvents(partition=partition)
         consumer.seek(tp, found.offset)
-        events: list[dict[str, Any]] = []
+        events: list[StatusUpdate] = []
         scanned = 0
         deadline = time.monotonic() + self.budget_seconds
         position = found.offset
@@ -133,7 +134,10 @@ class KafkaStatusEvents:
                 if record.offset >= end:
                     break
                 if record.key == key and record.value is not None:
-                    events.append(json.loads(record.value))
+                    try:
+                        events.append(StatusUpdate.from_dict(json.loads(record.value)))
+                    except (ValueError, EventFormatError) as exc:  # not ours to show
+                        log.warning("unreadable status event", offset=record.offset, error=str(exc))
         complete = position >= end
         return EmittedEvents(
             events=events,
@@ -150,7 +154,7 @@ class InMemoryStatusEvents:
     """For the fake wiring: events handed in by the test."""
 
     def __init__(self) -> None:
-        self.events: dict[UUID, list[dict[str, Any]]] = {}
+        self.events: dict[UUID, list[StatusUpdate]] = {}
 
     def events_for(self, payment_id: UUID, since: datetime) -> EmittedEvents:
         return EmittedEvents(events=list(self.events.get(payment_id, [])))

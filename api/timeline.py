@@ -11,14 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from api.emitted import EmittedEvents
+from payments.domain.events import StatusUpdate
+from payments.domain.intents import STATUS_EVENT_TYPES
 from payments.domain.status import Status
 from payments.ports import InboxEvent
 from payments.service import PaymentHistory
 
-# Stripe events that carry an outcome into our status.
-OUTCOME_EVENTS = frozenset(
-    {"payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"}
-)
 DONE, WAITING, FAILED = "done", "waiting", "failed"
 
 
@@ -56,7 +54,7 @@ def steps(history: PaymentHistory, emitted: EmittedEvents) -> list[Step]:
             Step("intent", "Intent created", WAITING, "Stripe not reached yet; retried later")
         )
 
-    outcome_hooks = [w for w in history.webhooks if w.type in OUTCOME_EVENTS]
+    outcome_hooks = [w for w in history.webhooks if w.type in STATUS_EVENT_TYPES]
     first_hook = outcome_hooks[0] if outcome_hooks else None
     reason = payment.failure_message or payment.failure_code or "declined"
     if status is Status.SUCCEEDED:
@@ -99,15 +97,8 @@ def steps(history: PaymentHistory, emitted: EmittedEvents) -> list[Step]:
 
     event = _matching_event(history, emitted)
     if event is not None:
-        occurred = event.get("occurred_at")
         out.append(
-            Step(
-                "event",
-                "payment-status-update emitted",
-                DONE,
-                str(event.get("event_id")),
-                datetime.fromisoformat(occurred) if isinstance(occurred, str) else None,
-            )
+            Step("event", "payment-status-update emitted", DONE, event.event_id, event.occurred_at)
         )
     else:
         why = emitted.error or ("waiting for the worker" if status is not Status.PENDING else "")
@@ -121,16 +112,13 @@ def _at(hook: InboxEvent | None) -> datetime | None:
     return hook.received_at if hook is not None else None
 
 
-def _matching_event(history: PaymentHistory, emitted: EmittedEvents) -> dict[str, Any] | None:
+def _matching_event(history: PaymentHistory, emitted: EmittedEvents) -> StatusUpdate | None:
     """The event of the current status: same status, and the version of its audit row."""
     status = history.payment.status
     change = next((e for e in reversed(history.audit) if e.to_status is status), None)
     for event in reversed(emitted.events):
-        if event.get("status") != status.value:
-            continue
-        if change is None or event.get("version") == change.version:
-            found: dict[str, Any] = event
-            return found
+        if event.status is status and (change is None or event.version == change.version):
+            return event
     return None
 
 
@@ -165,7 +153,7 @@ def timeline(history: PaymentHistory, emitted: EmittedEvents) -> dict[str, Any]:
             for w in history.webhooks
         ],
         "emitted": {
-            "events": emitted.events,
+            "events": [e.to_dict() for e in emitted.events],
             "complete": emitted.complete,
             "error": emitted.error,
             "partition": emitted.partition,

@@ -21,6 +21,7 @@ from api.bootstrap import build_api_services
 from api.checkout import stripe_js_url
 from api.checkout_tokens import CheckoutTokens
 from api.emitted import InMemoryStatusEvents, partition_for
+from payments.domain.events import StatusUpdate
 from payments.settings import Settings
 from tests.fakes import FakePaymentRepository, FakeStripeGateway
 from tests.support_api import sign
@@ -361,9 +362,11 @@ def test_timeline_follows_a_payment_to_its_emitted_event(
 
     version = middle["audit"][-1]["version"]
     events: InMemoryStatusEvents = app.extensions["payments"].status_events
+    body = {"payment_id": pid, "amount_minor": 1999, "currency": "usd", "previous_status": None}
+    when = {"occurred_at": "2026-11-23T08:00:00+00:00"}
     events.events[uuid.UUID(pid)] = [
-        {"event_id": f"{pid}:1", "status": "pending", "version": 1},  # not the current status
-        {"event_id": f"{pid}:{version}", "status": "succeeded", "version": version},
+        StatusUpdate.from_dict({**body, **when, "status": "pending", "version": 1}),  # not current
+        StatusUpdate.from_dict({**body, **when, "status": "succeeded", "version": version}),
     ]
     last = client.get(f"/payments/{pid}/timeline").json
     assert last is not None
