@@ -154,3 +154,19 @@ def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0.2) ->
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+def api_key(s: Settings) -> tuple[str, str] | None:
+    """(key, tenant) the tests use when the API requires keys (``API_KEYS``), else None."""
+    keys = s.api_key_tenants
+    if not keys:
+        return None
+    key = sorted(keys)[0]
+    return key, keys[key]
+
+
+def api_auth(s: Settings) -> dict[str, str]:
+    """The ``Authorization`` header the API wants when keys are configured; none when not, so
+    a test works before and after the API requires keys."""
+    found = api_key(s)
+    return {"Authorization": f"Bearer {found[0]}"} if found else {}
