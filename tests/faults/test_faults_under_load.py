@@ -46,9 +46,10 @@ SEED = int(os.environ.get("FAULT_SEED", str(random.SystemRandom().randrange(10**
 # and reconciliation happen within the run.
 TTL_SECONDS = 120
 RECONCILE_SECONDS = 20
-# About how long the schedule of faults takes (the long outages alone are 3 minutes): the
-# background customers are spread over it.
-SCHEDULE_SECONDS = 480
+# About how long the schedule of faults takes (the long outages alone are 3 minutes, the restarts
+# and canaries most of the rest): the background customers are spread over it.
+SCHEDULE_SECONDS = 600
+TRICKLE_SECONDS = 5.0
 # Slot WAL the suite tolerates (the stack's max_slot_wal_keep_size is 2 GB).
 SLOT_WAL_BOUND = 512 * 2**20
 UNIT = max(1, PAYMENTS // 50)  # the minimum of each outcome
@@ -330,13 +331,14 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
     t_start = time.monotonic()
     fault_thread.start()
     hostile_thread.start()
-    spacing = min(5.0, max(0.3, SCHEDULE_SECONDS / PAYMENTS))
+    spacing = min(TRICKLE_SECONDS, max(0.3, SCHEDULE_SECONDS / PAYMENTS))
     background = 0
     try:
         while fault_thread.is_alive() or background < PAYMENTS:
             load.start(PLANS[background % len(PLANS)])
             background += 1
-            time.sleep(spacing)
+            # Once FAULT_PAYMENTS came, a trickle while the last faults still need traffic.
+            time.sleep(spacing if background < PAYMENTS else TRICKLE_SECONDS)
         last_arrival = time.monotonic()
         fault_thread.join()
         hostile_thread.join()
