@@ -9,32 +9,26 @@ calls for the same payment.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from uuid import uuid4
 
 import pytest
-import requests
 
 from payments.adapters.stripe_gateway import StripeGateway
-from payments.domain.money import Money
-from payments.domain.payment import Payment
-from payments.domain.status import Status
 from payments.settings import Settings
+from tests.support_api import StripeProxy, sample_payment
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
+class Recorder(StripeProxy):
+    """The proxy, remembering (method, path, Idempotency-Key) of every HTTP attempt."""
 
-@dataclass
-class Recorder:
-    """What went out: (method, path, Idempotency-Key) per HTTP attempt."""
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream, on_call=self._heard)
+        self.sent: list[tuple[str, str, str | None]] = []
 
-    upstream: str
-    sent: list[tuple[str, str, str | None]] = field(default_factory=list)
-    fail_next: int = 0  # answer this many next requests 503 instead of forwarding
+    def _heard(self, method: str, path: str, headers: Any, outcome: str, start: float) -> None:
+        self.sent.append((method, path, headers.get("Idempotency-Key")))
 
     def writes(self, path_start: str) -> list[str | None]:
         return [
@@ -47,46 +41,8 @@ class Recorder:
 @pytest.fixture
 def recorder(stripe_mock: str) -> Iterator[tuple[Recorder, str]]:
     rec = Recorder(stripe_mock)
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-        def _forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            rec.sent.append((self.command, self.path, self.headers.get("Idempotency-Key")))
-            if rec.fail_next > 0:
-                rec.fail_next -= 1
-                payload = b'{"error": {"type": "api_error", "message": "try again"}}'
-                self.send_response(503)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                return
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-            up = requests.request(
-                self.command, rec.upstream + self.path, headers=headers, data=body, timeout=10
-            )
-            self.send_response(up.status_code)
-            for k, v in up.headers.items():
-                if k.lower() not in HOP_BY_HOP | {"content-encoding"}:
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(up.content)))
-            self.end_headers()
-            self.wfile.write(up.content)
-
-        do_GET = do_POST = do_DELETE = _forward
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield rec, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with rec:
+        yield rec, rec.url
 
 
 def gateway_via(base: str) -> StripeGateway:
@@ -95,18 +51,8 @@ def gateway_via(base: str) -> StripeGateway:
     )
 
 
-def payment() -> Payment:
-    now = datetime.now(UTC)
-    return Payment(
-        id=uuid4(),
-        idempotency_key=f"client-key-{uuid4()}",
-        request_hash="h",
-        money=Money(1999, "eur"),
-        status=Status.PENDING,
-        version=1,
-        created_at=now,
-        updated_at=now,
-    )
+def payment() -> Any:
+    return sample_payment(idempotency_key=f"client-key-{uuid4()}")
 
 
 def test_creating_an_intent_sends_a_key_made_of_the_payment_id(

@@ -7,17 +7,15 @@ does not accept.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 import pytest
 import stripe
 
 from payments.adapters.stripe_gateway import StripeGateway
-from payments.domain.money import Money
-from payments.domain.payment import Payment
-from payments.domain.status import Status
 from payments.settings import Settings
+from tests.support_api import sample_payment
 
 
 @pytest.fixture
@@ -27,19 +25,8 @@ def gateway(stripe_mock: str) -> StripeGateway:
     )
 
 
-def payment() -> Payment:
-    now = datetime.now(UTC)
-    return Payment(
-        id=uuid4(),
-        idempotency_key=f"contract-{uuid4()}",
-        request_hash="h",
-        money=Money(1999, "eur"),
-        status=Status.PENDING,
-        version=1,
-        created_at=now,
-        updated_at=now,
-        metadata={"order": "A-17"},
-    )
+def payment() -> Any:
+    return sample_payment(idempotency_key=f"contract-{uuid4()}", metadata={"order": "A-17"})
 
 
 def test_create_retrieve_cancel_and_list_events_match_stripes_spec(

@@ -2,8 +2,8 @@
 
 * ``Ledger``: every request the suite's clients and its Stripe proxy made, with when it started
   and ended and how it went. A fault's bite is read from it over the fault's window.
-* ``StripeProxy``: sits between Stripe (the stand-in) and everyone who calls it (API, worker,
-  customers); answers 429 or 503 or drops connections on demand; records every call.
+* ``tests.support_api.StripeProxy``: sits between Stripe (the stand-in) and everyone who calls
+  it (API, worker, customers); answers 429 or 503 or drops connections on demand.
 * ``WebhookSink``: the dead endpoint the stand-in's webhooks go to while they are being lost;
   counts what it swallowed.
 * ``Faults``: kills and restarts parts of the stack, one at a time in a seeded random order,
@@ -34,8 +34,8 @@ import requests
 from payments.settings import Settings
 from tests.faults.standin import StandIn
 from tests.stack_support import ROOT, stack
+from tests.support_api import StripeProxy
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 SLOT = "debezium_payments"
 
 
@@ -109,96 +109,6 @@ class Ledger:
 def failed(outcome: str) -> bool:
     """A call that did not get an answer, or got a 5xx."""
     return outcome != "ok" and not outcome.startswith(("2", "4"))
-
-
-# ------------------------------------------------------------------------------ Stripe proxy
-
-
-class StripeProxy:
-    """Forwards every request to ``upstream``; ``mode`` makes it answer 429 (rate limited) or
-    503 (Stripe having a bad minute) as Stripe itself would, or drop the connection
-    (``reset``). Every call is recorded in the ledger as source ``stripe``."""
-
-    def __init__(self, upstream: str, ledger: Ledger) -> None:
-        self.upstream = upstream.rstrip("/")
-        self.mode = "pass"
-        self.ledger = ledger
-        self.in_flight = 0  # calls forwarded and not answered yet
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _forward(self) -> None:
-                start = time.monotonic()
-                try:
-                    outcome = proxy._answer(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    outcome = "caller gone"  # e.g. an API worker killed while it waited
-                proxy.ledger.record("stripe", outcome, start)
-
-            do_GET = do_POST = do_DELETE = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def _answer(self, handler: BaseHTTPRequestHandler) -> str:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else None
-        mode = self.mode
-        if mode == "reset":
-            handler.close_connection = True
-            handler.connection.shutdown(socket.SHUT_RDWR)
-            return "reset"
-        if mode in {"429", "503"}:
-            kind = "rate_limit_error" if mode == "429" else "api_error"
-            payload = json.dumps({"error": {"type": kind, "message": "injected"}}).encode()
-            handler.send_response(int(mode))
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(payload)))
-            handler.end_headers()
-            handler.wfile.write(payload)
-            return mode
-        headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP}
-        with self._lock:
-            self.in_flight += 1
-        try:
-            upstream = requests.request(
-                handler.command,
-                self.upstream + handler.path,
-                headers=headers,
-                data=body,
-                timeout=30,
-            )
-        except requests.ConnectionError:
-            handler.send_error(502, "Stripe unreachable")
-            return "refused"
-        except requests.Timeout:
-            handler.send_error(504, "Stripe timed out")
-            return "timeout"
-        finally:
-            with self._lock:
-                self.in_flight -= 1
-        handler.send_response(upstream.status_code)
-        for key, value in upstream.headers.items():
-            if key.lower() not in HOP_BY_HOP | {"content-encoding"}:
-                handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(upstream.content)))
-        handler.end_headers()
-        handler.wfile.write(upstream.content)
-        return "ok" if upstream.status_code < 500 else str(upstream.status_code)
-
-    def __enter__(self) -> StripeProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # ------------------------------------------------------------------------------ dead endpoint
@@ -466,7 +376,7 @@ class Faults:
         self.api_port = int(os.environ.get("API_PORT", "8000"))
         # Customers who arrive during one Stripe outage, and who pay while webhooks are lost.
         self.arrivals = max(1, self.payments // 100)
-        self.gap_payers = max(2, self.payments // 40)
+        self.gap_payers = max(2, self.payments // 25)
 
     # -- is the part up ----------------------------------------------------------------------
 

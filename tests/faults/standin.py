@@ -127,7 +127,8 @@ def _idempotency_middleware() -> Any:
     async def idempotency(request: web.Request, handler: Any) -> web.StreamResponse:
         key = request.headers.get("Idempotency-Key")
         if request.method != "POST" or not key or not request.path.startswith("/v1/"):
-            return await handler(request)
+            passed: web.StreamResponse = await handler(request)
+            return passed
         slot = f"idempotency_key:{key}"
         digest = hashlib.sha256(request.path.encode() + b"\0" + await request.read()).hexdigest()
         first = store.get(slot)
@@ -148,7 +149,7 @@ def _idempotency_middleware() -> Any:
             return error(409, "There is currently another in-progress request using this key.")
         running.add(slot)
         try:
-            response = await handler(request)
+            response: web.StreamResponse = await handler(request)
         finally:
             running.discard(slot)
         if 200 <= response.status < 300 and isinstance(response, web.Response):

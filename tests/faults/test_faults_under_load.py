@@ -34,10 +34,11 @@ from kafka.errors import KafkaError
 from payments.settings import Settings
 from tests import support_api
 from tests.faults import oracle
-from tests.faults.chaos import Db, Faults, Ledger, SlotWatch, StripeProxy, WebhookSink
+from tests.faults.chaos import Db, Faults, Ledger, SlotWatch, WebhookSink
 from tests.faults.load import PLANS, HostileReport, Load, malformed_cdc_record, send_hostile
 from tests.faults.standin import StandIn
 from tests.stack_support import TopicSince, stack
+from tests.support_api import StripeProxy
 
 API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
 PAYMENTS = int(os.environ.get("FAULT_PAYMENTS", "60"))
@@ -85,7 +86,11 @@ def rig(settings: Settings) -> Iterator[Rig]:
     Stripe's state). Afterwards every part is up again and the apps run as before."""
     ledger = Ledger()
     standin = StandIn.from_env(settings.webhook_secrets[0])
-    with StripeProxy(standin.base, ledger) as proxy, WebhookSink() as sink:
+
+    def heard(method: str, path: str, headers: Any, outcome: str, start: float) -> None:
+        ledger.record("stripe", outcome, start)
+
+    with StripeProxy(standin.base, on_call=heard) as proxy, WebhookSink() as sink:
         app_env = {
             **os.environ,
             "STRIPE_API_BASE": proxy.url,
@@ -452,7 +457,7 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
         ("faults injected", f"{len(faults.records)} of {faults.planned}"),
         ("faults that met no traffic", sum(1 for r in faults.records if not r.bit)),
         ("payments driven", len(rows)),
-        *((f"  {name}", n) for name, n in mix.items()),
+        *((f"  {name}", f"{n} (at least {UNIT})") for name, n in mix.items()),
         (
             "  pending / failed at the end",
             f"{sum(1 for r in rows.values() if r.status == 'pending')}"
