@@ -32,7 +32,7 @@ import psycopg
 import requests
 
 from payments.settings import Settings
-from tests.faults.standin import StandIn
+from tests.faults.standin import StandIn, alive
 from tests.stack_support import ROOT, stack
 from tests.support_api import StripeProxy
 
@@ -175,19 +175,6 @@ def pid_of(name: str) -> int | None:
         return int(path.read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return None
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(FileNotFoundError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
-            return False
-    return True
 
 
 def children(pid: int) -> list[int]:
