@@ -297,3 +297,13 @@ def sample_payment(**overrides: Any) -> Any:
         **overrides,
     }
     return Payment(**fields)
+
+
+def operator_auth(s: Settings) -> tuple[str, str] | None:
+    """Basic-auth credentials for the operators' views (/ops, the worker's /stats/, /pending/)
+    when ``OPERATOR_CREDENTIALS`` is set, else None."""
+    logins = s.operator_logins
+    if not logins:
+        return None
+    user = sorted(logins)[0]
+    return user, logins[user]

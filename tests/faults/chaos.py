@@ -34,7 +34,7 @@ import requests
 from payments.settings import Settings
 from tests.faults.standin import StandIn, alive
 from tests.stack_support import ROOT, stack
-from tests.support_api import StripeProxy
+from tests.support_api import StripeProxy, operator_auth
 
 SLOT = "debezium_payments"
 
@@ -376,7 +376,12 @@ class Faults:
 
     def _worker_up(self) -> bool:
         return alive(pid_of("worker")) and self._ok(
-            lambda: requests.get(f"{self.worker_url}/stats/", timeout=5).status_code == 200
+            lambda: (
+                requests.get(
+                    f"{self.worker_url}/stats/", auth=operator_auth(self.settings), timeout=5
+                ).status_code
+                == 200
+            )
         )
 
     def _connector_running(self) -> bool:

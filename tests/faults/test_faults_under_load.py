@@ -126,10 +126,12 @@ def drain_backlog(settings: Settings) -> str:
     fewest: int | None = None
     while time.monotonic() - t0 < 600:
         with contextlib.suppress(requests.RequestException, ValueError, KeyError, TypeError):
-            stats = requests.get(f"{worker}/stats/", timeout=10).json()
+            auth = support_api.operator_auth(settings)
+            stats = requests.get(f"{worker}/stats/", auth=auth, timeout=10).json()
             cycle = stats["last_cycle"]
             if cycle and cycle["partitions"]:  # a cycle ran with partitions assigned
-                pending = requests.get(f"{worker}/pending/?limit=1000", timeout=10).json()
+                url = f"{worker}/pending/?limit=1000"
+                pending = requests.get(url, auth=auth, timeout=10).json()
                 old = sum(1 for e in pending["oldest"] if e["age_seconds"] > TTL_SECONDS)
                 first = old if first is None else first
                 if fewest is None or old < fewest:
