@@ -64,26 +64,6 @@ class Ledger:
         with self._lock:
             self._calls.append(call)
 
-    @contextlib.contextmanager
-    def timing(self, source: str) -> Iterator[list[str]]:
-        """``with ledger.timing("api") as outcome: ...; outcome.append("ok")`` records one call;
-        an exception records ``refused`` (connection) or its type."""
-        start = time.monotonic()
-        outcome: list[str] = []
-        try:
-            yield outcome
-        except requests.ConnectionError:
-            self.record(source, "refused", start)
-            raise
-        except requests.Timeout:
-            self.record(source, "timeout", start)
-            raise
-        except Exception as exc:
-            self.record(source, type(exc).__name__, start)
-            raise
-        else:
-            self.record(source, outcome[0] if outcome else "ok", start)
-
     def met(
         self,
         t0: float,
@@ -348,6 +328,7 @@ class Faults:
     records: list[FaultRecord] = field(default_factory=list)
     current: FaultRecord | None = None
     errors: list[str] = field(default_factory=list)
+    standin_lost: int = 0  # intents the stand-in's restart lost (must stay 0)
     stop: threading.Event = field(default_factory=threading.Event)
     planned: int = 0
     # The long outages: a broker down longer than any producer retry, Connect down long
@@ -546,12 +527,8 @@ class Faults:
                 self._changes_while(record, self.connect_down_seconds, self.connect_down_seconds)
             finally:
                 self._start("connect")
-            self.retained_while_connect_down = self.slot.max_between(t0, time.monotonic())
-            record.notes.append(
-                f"slot retained up to {self.retained_while_connect_down / 2**20:.1f} MB"
-            )
-
-    retained_while_connect_down = 0
+            retained = self.slot.max_between(t0, time.monotonic())
+            record.notes.append(f"slot retained up to {retained / 2**20:.1f} MB")
 
     def kill_kafka(self) -> None:
         with self._fault("SIGKILL Kafka broker", self._kafka_up) as record:
@@ -663,8 +640,6 @@ class Faults:
                 if lost
                 else f"all {len(known)} intents kept across the restart"
             )
-
-    standin_lost = 0
 
     def freeze_standin(self) -> None:
         """SIGSTOP the stand-in: calls hang until SIGCONT (or the callers' timeouts)."""

@@ -10,7 +10,7 @@ DESIGN.md. A wrong rule in the product makes this disagree.
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -323,7 +323,3 @@ def _header_problem(event: Event) -> str | None:
         name: event.header(name) for name, value in wanted.items() if event.header(name) != value
     }
     return f"headers {wrong}, want {wanted}" if wrong else None
-
-
-def outcomes(rows: Mapping[str, Row]) -> Counter[str]:
-    return Counter(r.status for r in rows.values())
