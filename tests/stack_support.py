@@ -155,3 +155,111 @@ class CdcTail:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+class TopicSince:
+    """Everything written to a topic after this object was made, read back on demand: the
+    start offsets are taken now; ``read`` assigns a fresh consumer there (so it does not care
+    what happened to the broker in between) and reads at least to the end offsets of the time
+    of the call."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.servers = settings.kafka_bootstrap_servers
+        self.topic = topic
+        consumer = self._consumer()
+        try:
+            self.start = {tp.partition: offset for tp, offset in self._ends(consumer).items()}
+        finally:
+            consumer.close()
+
+    def _consumer(self) -> KafkaConsumer:
+        return KafkaConsumer(
+            bootstrap_servers=self.servers, enable_auto_commit=False, request_timeout_ms=20_000
+        )
+
+    def _ends(self, consumer: KafkaConsumer) -> dict[TopicPartition, int]:
+        deadline = time.monotonic() + 60
+        while True:
+            found = consumer.partitions_for_topic(self.topic)
+            if found:
+                parts = [TopicPartition(self.topic, p) for p in sorted(found)]
+                return dict(consumer.end_offsets(parts))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"topic {self.topic} does not exist after 60 s")
+            consumer.topics()  # refresh metadata
+            time.sleep(0.5)
+
+    def read(
+        self, timeout: float = 120, stop: Callable[[list[Any]], bool] = lambda _: True
+    ) -> list[Any]:
+        """The records since the start offsets, up to at least today's end offsets, then on
+        until ``stop(records)`` or ``timeout`` seconds."""
+        consumer = self._consumer()
+        try:
+            ends = self._ends(consumer)
+            consumer.assign(list(ends))
+            for tp in ends:
+                consumer.seek(tp, self.start.get(tp.partition, 0))
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=500).values():
+                    records.extend(batch)
+                at_end = all(consumer.position(tp) >= end for tp, end in ends.items())
+                if at_end and stop(records):
+                    break
+            return records
+        finally:
+            consumer.close()
+
+
+def replica_ports(settings: Settings) -> list[int]:
+    """The ports of the replicas in ``DATABASE_READ_URL`` (libpq multi-host)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(settings.database_read_url)
+    return [int(p) for p in str(params.get("port") or "5432").split(",")]
+
+
+class ReplayPaused:
+    """Every replica stops applying WAL (it still receives it) until the block ends: what a
+    replica shows meanwhile is older than the primary, so a read that sees the old value came
+    from a replica. Needs the stack's superuser (``postgres``, loopback only)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.ports = replica_ports(settings)
+        self.conns: list[psycopg.Connection[Any]] = []
+
+    def __enter__(self) -> None:
+        for port in self.ports:
+            self.conns.append(
+                psycopg.connect(
+                    host="127.0.0.1",
+                    port=port,
+                    user="postgres",
+                    password="postgres",
+                    dbname="postgres",
+                    autocommit=True,
+                    connect_timeout=5,
+                )
+            )
+        try:
+            for conn in self.conns:
+                conn.execute("SELECT pg_wal_replay_pause()")
+            for conn in self.conns:
+                deadline = time.monotonic() + 10
+                while conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone() != (
+                    "paused",
+                ):
+                    if time.monotonic() > deadline:
+                        raise AssertionError("a replica did not pause its replay within 10 s")
+                    time.sleep(0.05)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self.conns:
+            conn.execute("SELECT pg_wal_replay_resume()")
+            conn.close()
+        self.conns.clear()

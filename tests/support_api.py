@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -188,3 +188,140 @@ def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0.2) ->
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host"})
+
+
+class StripeProxy:
+    """A proxy in front of Stripe (or a stand-in) for tests: forwards every request to
+    ``upstream``, or answers as Stripe does when it is in trouble: ``mode`` ``429`` (rate
+    limited), ``503`` (a bad minute), ``reset`` (drops the connection), and ``fail_next``
+    answers that many next requests 503. ``on_call(method, path, headers, outcome, start)``
+    hears of every request once answered (``outcome``: ``ok``, the mode, ``refused`` or
+    ``timeout`` when the upstream did not answer, a 5xx status, ``caller gone``)."""
+
+    def __init__(
+        self, upstream: str, on_call: Callable[[str, str, Any, str, float], None] | None = None
+    ) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.upstream = upstream.rstrip("/")
+        self.mode = "pass"
+        self.fail_next = 0
+        self.in_flight = 0  # requests forwarded and not answered yet
+        self.on_call = on_call
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                start = time.monotonic()
+                try:
+                    outcome = proxy._answer(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    outcome = "caller gone"  # e.g. a client killed while it waited
+                if proxy.on_call is not None:
+                    proxy.on_call(self.command, self.path, self.headers, outcome, start)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _answer(self, handler: Any) -> str:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else None
+        with self._lock:
+            mode = self.mode
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                mode = "503"
+        if mode == "reset":
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return "reset"
+        if mode in {"429", "503"}:
+            kind = "rate_limit_error" if mode == "429" else "api_error"
+            payload = json.dumps({"error": {"type": kind, "message": "injected"}}).encode()
+            handler.send_response(int(mode))
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+            return mode
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP}
+        with self._lock:
+            self.in_flight += 1
+        try:
+            upstream = requests.request(
+                handler.command,
+                self.upstream + handler.path,
+                headers=headers,
+                data=body,
+                timeout=30,
+            )
+        except requests.ConnectionError:
+            handler.send_error(502, "Stripe unreachable")
+            return "refused"
+        except requests.Timeout:
+            handler.send_error(504, "Stripe timed out")
+            return "timeout"
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        handler.send_response(upstream.status_code)
+        for key, value in upstream.headers.items():
+            if key.lower() not in HOP_BY_HOP | {"content-encoding"}:
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(upstream.content)))
+        handler.end_headers()
+        handler.wfile.write(upstream.content)
+        return "ok" if upstream.status_code < 500 else str(upstream.status_code)
+
+    def __enter__(self) -> StripeProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sample_payment(**overrides: Any) -> Any:
+    """A pending ``Payment`` (1999 EUR, fresh ids) for gateway tests, with ``overrides``."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from payments.domain.money import Money
+    from payments.domain.payment import Payment
+    from payments.domain.status import Status
+
+    now = datetime.now(UTC)
+    fields: dict[str, Any] = {
+        "id": uuid4(),
+        "idempotency_key": f"test-{uuid4()}",
+        "request_hash": "h",
+        "money": Money(1999, "eur"),
+        "status": Status.PENDING,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        **overrides,
+    }
+    return Payment(**fields)
+
+
+def operator_auth(s: Settings) -> tuple[str, str] | None:
+    """Basic-auth credentials for the operators' views (/ops, the worker's /stats/, /pending/)
+    when ``OPERATOR_CREDENTIALS`` is set, else None."""
+    logins = s.operator_logins
+    if not logins:
+        return None
+    user = sorted(logins)[0]
+    return user, logins[user]

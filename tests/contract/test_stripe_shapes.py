@@ -1,76 +1,22 @@
 """Contract: the requests our gateway sends are valid against Stripe's own API description.
 
-stripe-mock (Stripe's OpenAPI-driven mock) validates every parameter against the published
-spec and answers 400 for an unknown or malformed one. Found as ``.stack/bin/stripe-mock``
-(installed by the stack), ``STRIPE_MOCK_BIN``, or on PATH.
+stripe-mock (``conftest.py``) validates every parameter against the published spec and answers
+400 for an unknown or malformed one: each gateway call below would fail on a request Stripe
+does not accept.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
-import requests
 import stripe
 
 from payments.adapters.rate_limit import RateLimiter
 from payments.adapters.stripe_gateway import StripeGateway
-from payments.domain.money import Money
-from payments.domain.payment import Payment
-from payments.domain.status import Status
 from payments.settings import Settings
-from tests.support_api import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def stripe_mock_binary() -> str:
-    candidates = [
-        os.environ.get("STRIPE_MOCK_BIN", ""),
-        str(ROOT / ".stack/bin/stripe-mock"),
-        shutil.which("stripe-mock") or "",
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return candidate
-    raise AssertionError(
-        "stripe-mock not found: run `scripts/stack up`, or install it with "
-        "`GOBIN=$PWD/.stack/bin go install github.com/stripe/stripe-mock@v0.197.0`"
-    )
-
-
-@pytest.fixture(scope="module")
-def stripe_mock() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [stripe_mock_binary(), "-http-addr", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(
-                    f"{base}/v1/balance", timeout=1, headers={"Authorization": "Bearer sk_test_123"}
-                )
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("stripe-mock did not start") from None
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+from tests.support_api import sample_payment
 
 
 @pytest.fixture
@@ -83,19 +29,8 @@ def gateway(stripe_mock: str) -> StripeGateway:
     )
 
 
-def payment() -> Payment:
-    now = datetime.now(UTC)
-    return Payment(
-        id=uuid4(),
-        idempotency_key=f"contract-{uuid4()}",
-        request_hash="h",
-        money=Money(1999, "eur"),
-        status=Status.PENDING,
-        version=1,
-        created_at=now,
-        updated_at=now,
-        metadata={"order": "A-17"},
-    )
+def payment() -> Any:
+    return sample_payment(idempotency_key=f"contract-{uuid4()}", metadata={"order": "A-17"})
 
 
 def test_create_retrieve_cancel_and_list_events_match_stripes_spec(
@@ -108,10 +43,23 @@ def test_create_retrieve_cancel_and_list_events_match_stripes_spec(
     assert gateway.cancel_intent(intent.id, reason="abandoned").id.startswith("pi_")
     pages = list(gateway.event_pages(None, since=1_700_000_000))
     events = [e for p in pages for e in p.events]
-    assert events, "stripe-mock answers a list fixture: the shape is checked on real items"
+    # stripe-mock answers a list with its fixture event: an empty list would mean our request
+    # or our reading of the answer went wrong, and all() over it would prove nothing.
+    assert events, "events.list gave no event back"
     assert all(e.id.startswith("evt_") for e in events)
-    confirmed = gateway.confirm_intent(intent.id, "pm_card_visa", idempotency_key="contract-1")
+
+
+def test_confirm_matches_stripes_spec(gateway: StripeGateway) -> None:
+    """The server-side confirmation (attach the payment method, then confirm): both requests
+    pass Stripe's validation, and what comes back is read as an intent."""
+    intent = gateway.create_intent(payment())
+    calls = gateway.calls
+    confirmed = gateway.confirm_intent(
+        intent.id, "pm_card_visa", idempotency_key=f"contract-confirm-{uuid4()}"
+    )
     assert confirmed.id.startswith("pi_")
+    assert confirmed.status
+    assert gateway.calls == calls + 2  # the update and the confirm, each accepted
 
 
 def test_a_parameter_stripe_does_not_know_is_refused(stripe_mock: str) -> None:

@@ -6,6 +6,7 @@ import threading
 from uuid import UUID, uuid4
 
 import pytest
+from psycopg_pool import ConnectionPool
 
 from payments.adapters.postgres.pools import make_pool
 from payments.adapters.postgres.repository import PostgresRepository
@@ -22,6 +23,7 @@ from payments.ports import (
 )
 from payments.settings import Settings
 from tests import support_api
+from tests.stack_support import ReplayPaused
 
 pytestmark = pytest.mark.integration
 
@@ -215,32 +217,48 @@ def test_keyset_pages_and_cursors(repo: PostgresRepository, s: Settings) -> None
 def test_reads_come_from_a_replica_and_fall_back_to_the_primary(
     repo: PostgresRepository, s: Settings
 ) -> None:
-    pid = new_payment(repo)
     replicas = make_pool(s.database_read_url, s, name="test-replicas", wait=True)
+    reader = PostgresRepository(repo.pool, replicas)
     dead = make_pool("postgresql://payments@127.0.0.1:1/payments", s, name="dead")
     try:
+        pid = new_payment(repo)
         support_api.wait_for(lambda: _on_replica(replicas, pid), timeout=30)
         # The primary is unreachable here: the answer can only come from a replica.
         replica_only = PostgresRepository(dead, replicas, read_timeout_seconds=0.5)
         found = replica_only.get_for_read(pid)
         assert found is not None and found.id == pid
-        # No replica answers: the primary does.
-        primary_only = PostgresRepository(repo.pool, dead, read_timeout_seconds=0.5)
-        fallback = primary_only.get_for_read(pid)
-        assert fallback is not None and fallback.id == pid
+        with ReplayPaused(s):
+            # The primary moves on; the replicas do not apply it yet.
+            assert repo.transition(pid, StatusChange(Status.FAILED, Source.API)).applied
+            primary = repo.get(pid)
+            assert primary is not None and primary.status is Status.FAILED
+            # So a read that answers "pending" was served by a replica, not the primary.
+            seen = reader.get_for_read(pid)
+            assert seen is not None and seen.status is Status.PENDING
+            # A payment no replica has yet is read from the primary (the fallback).
+            fresh = new_payment(repo)
+            assert not _on_replica(replicas, fresh)
+            fallback = reader.get_for_read(fresh)
+            assert fallback is not None and fallback.id == fresh
+        # Replay resumed: the replicas catch up and answer the new status.
+        support_api.wait_for(
+            lambda: (p := reader.get_for_read(pid)) is not None and p.status is Status.FAILED,
+            timeout=30,
+        )
+        # No replica answers at all: the primary does.
+        broken = PostgresRepository(repo.pool, dead, read_timeout_seconds=0.5)
+        assert broken.get_for_read(pid) == repo.get(pid)
     finally:
         replicas.close()
         dead.close()
 
 
-def _on_replica(pool: object, pid: UUID) -> bool:
-    from psycopg_pool import ConnectionPool
-
-    assert isinstance(pool, ConnectionPool)
+def _on_replica(pool: ConnectionPool, pid: UUID) -> bool:
+    """Whether the replica the pool hands out has the row (and is a replica)."""
     with pool.connection() as conn:
         in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
         row = conn.execute("SELECT 1 FROM payments WHERE id = %s", (pid,)).fetchone()
-    assert in_recovery is not None and in_recovery[0], "the read pool reached the primary"
+    assert in_recovery == (True,), "the read pool reached the primary, not a replica"
     return row is not None
 
 
