@@ -237,7 +237,10 @@ class ReplayPaused:
                     host="127.0.0.1",
                     port=port,
                     user="postgres",
-                    password="postgres",
+                    # The stack's generated superuser password (`make up` writes it to .env).
+                    password=os.environ.get("POSTGRES_PASSWORD")
+                    or generated_env().get("POSTGRES_PASSWORD")
+                    or "",
                     dbname="postgres",
                     autocommit=True,
                     connect_timeout=5,

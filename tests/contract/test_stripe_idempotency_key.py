@@ -15,6 +15,7 @@ from uuid import uuid4
 
 import pytest
 
+from payments.adapters.rate_limit import RateLimiter
 from payments.adapters.stripe_gateway import StripeGateway
 from payments.settings import Settings
 from tests.support_api import StripeProxy, sample_payment
@@ -47,7 +48,8 @@ def recorder(stripe_mock: str) -> Iterator[tuple[Recorder, str]]:
 
 def gateway_via(base: str) -> StripeGateway:
     return StripeGateway(
-        Settings(stripe_api_base=base, stripe_secret_key="sk_test_123", stripe_max_retries=2)
+        Settings(stripe_api_base=base, stripe_secret_key="sk_test_123", stripe_max_retries=2),
+        RateLimiter(100),
     )
 
 
