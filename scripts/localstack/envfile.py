@@ -80,6 +80,9 @@ LAYOUT_KEYS = (
     "API_URL",
     "DEBEZIUM_DB_USER",
 )
+# Layout keys an explicit environment variable overrides (the stand-in's address is only the
+# default: a test's proxy in front of it, or real Stripe, is what the apps must call).
+CALLER_CHOOSES = ("STRIPE_API_BASE",)
 # Names in .env that are the stack's own, not Settings fields (Settings ignores them).
 STACK_ONLY_KEYS = (
     "STACK_PORT_OFFSET",
@@ -226,10 +229,12 @@ def child_env(
 ) -> dict[str, str]:
     """The environment of a Python service (API, worker, migrations, registration): the
     process environment, the generated file's values where the environment has none, and
-    the layout's values always (the stack's children talk to this stack)."""
+    the layout's values always (the stack's children talk to this stack), but for a Stripe
+    base the environment names itself: real Stripe, or a proxy in front of the stand-in."""
     env = dict(os.environ if base is None else base)
     for key, value in values.items():
-        if key in LAYOUT_KEYS or key not in env:
+        forced = key in LAYOUT_KEYS and key not in CALLER_CHOOSES
+        if forced or key not in env:
             env[key] = value
     return env
 

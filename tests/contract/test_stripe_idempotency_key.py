@@ -22,14 +22,16 @@ from tests.support_api import StripeProxy, sample_payment
 
 
 class Recorder(StripeProxy):
-    """The proxy, remembering (method, path, Idempotency-Key) of every HTTP attempt."""
+    """The proxy, remembering (method, path, Idempotency-Key) of every HTTP attempt as it
+    arrives: before it is answered, so the caller cannot see an answer the test has not heard of."""
 
     def __init__(self, upstream: str) -> None:
-        super().__init__(upstream, on_call=self._heard)
+        super().__init__(upstream)
         self.sent: list[tuple[str, str, str | None]] = []
 
-    def _heard(self, method: str, path: str, headers: Any, outcome: str, start: float) -> None:
-        self.sent.append((method, path, headers.get("Idempotency-Key")))
+    def _answer(self, handler: Any) -> str:
+        self.sent.append((handler.command, handler.path, handler.headers.get("Idempotency-Key")))
+        return super()._answer(handler)
 
     def writes(self, path_start: str) -> list[str | None]:
         return [

@@ -201,6 +201,16 @@ def test_children_get_the_layout_even_over_a_stale_environment(tmp_path: Path) -
     assert not set(servers) & set(envfile.SECRETS), "a server would see a secret"
 
 
+def test_the_apps_call_the_stripe_the_environment_names(tmp_path: Path) -> None:
+    """A proxy in front of the stand-in (the fault suite's) or real Stripe, set in the
+    environment, is what the API and the worker call; without one, the stand-in of this stack."""
+    cfg = load(tmp_path, STACK_PORT_OFFSET="300")
+    values = envfile.ensure(cfg, environ={}).values
+    assert envfile.child_env(cfg, values, base={})["STRIPE_API_BASE"] == "http://127.0.0.1:8720"
+    proxy = {"STRIPE_API_BASE": "http://127.0.0.1:41234"}
+    assert envfile.child_env(cfg, values, base=proxy)["STRIPE_API_BASE"] == proxy["STRIPE_API_BASE"]
+
+
 # ------------------------------------------------------------------------------------ connector
 
 
