@@ -10,6 +10,7 @@ running worker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import threading
 import time
@@ -285,23 +286,23 @@ class PaymentsWorker:
             return report
 
     async def _cycle(self) -> CycleReport:
+        """The whole cycle in the executor's thread: the sweep, the plan's range reads of the
+        table and the checks never hold the event loop (the agent keeps applying changes, the
+        views keep answering). The table is read for the partitions owned when it starts."""
         loop = asyncio.get_running_loop()
         core = await loop.run_in_executor(None, lambda: self.core)
-        reconciler = core.reconciler
         partitions = self.owned_partitions()
         total = self.settings.kafka_topic_partitions
-        sweep = None
-        if 0 in partitions:
-            sweep = await loop.run_in_executor(None, reconciler.sweep)
-        # This worker's share of the one Stripe budget, for its per-cycle allowance.
+        # This worker's share of the one Stripe budget, for its per-cycle allowance; the event
+        # sweep is the deployment's, led by whoever owns partition 0.
         share = self.settings.stripe_max_rps * len(partitions) / max(1, total)
-        plan = reconciler.plan(self.open, partitions, budget=reconciler.individual_budget(share))
-        report = await loop.run_in_executor(None, reconciler.check, plan)
-        report.sweep = sweep
-        if sweep is not None:
-            report.stripe_calls += sweep.stripe_calls
-            report.resolved += sweep.applied
-        return report
+        view = self.open.pinned(partitions)
+        return await loop.run_in_executor(
+            None,
+            functools.partial(
+                core.reconciler.run, view, partitions, rps=share, lead_sweep=0 in partitions
+            ),
+        )
 
     # -- web views ----------------------------------------------------------------------------
 

@@ -36,11 +36,20 @@ _OFFSET_KEY = b"__faust\x00offset__"
 class OpenTable:
     """``OpenPayments`` over a Faust table (RocksDB in the worker, memory in tests)."""
 
-    def __init__(self, app: faust.App, table: Any) -> None:
+    def __init__(self, app: faust.App, table: Any, *, partitions: list[int] | None = None) -> None:
         self.app = app
         self.table = table
         # partition -> open payments by status, for the partitions this worker holds.
         self.counts: dict[int, Counter[Status]] = {}
+        self._pinned = partitions
+
+    def pinned(self, partitions: Iterable[int]) -> OpenTable:
+        """A reader of these partitions only, whatever the assignment does meanwhile: for the
+        reconciliation cycle, which reads the table from the executor's thread (RocksDB takes
+        reads concurrent with the agent's writes). It shares the counts."""
+        view = OpenTable(self.app, self.table, partitions=sorted(partitions))
+        view.counts = self.counts
+        return view
 
     # -- writes (inside the change agent: Faust writes the changelog of the event's partition)
 
@@ -66,6 +75,8 @@ class OpenTable:
     # -- reads --------------------------------------------------------------------------------
 
     def active_partitions(self) -> list[int]:
+        if self._pinned is not None:
+            return list(self._pinned)
         topic = self.table.changelog_topic.get_topic_name()
         return sorted(
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic
@@ -77,7 +88,7 @@ class OpenTable:
     def by_status(self) -> dict[str, int]:
         total: Counter[Status] = Counter()
         for partition in self.active_partitions():
-            total.update(self.counts.get(partition, Counter()))
+            total.update(self.counts.get(partition, Counter()).copy())
         return {s.value: max(0, total[s]) for s in (Status.PENDING, Status.FAILED)}
 
     def created_between(self, start: float, end: float) -> Iterator[OpenEntry]:

@@ -112,6 +112,11 @@ def test_create_retrieve_cancel_and_list_events_match_stripes_spec(
     assert all(e.id.startswith("evt_") for e in events)
     confirmed = gateway.confirm_intent(intent.id, "pm_card_visa", idempotency_key="contract-1")
     assert confirmed.id.startswith("pi_")
+    # The stale checks list intents by creation time (created[gte], created[lt], paged).
+    listing = gateway.intent_pages(1_700_000_000, 1_700_086_400)
+    assert listing is not None, "Stripe lists PaymentIntents by creation time"
+    listed = [i for page in listing for i in page]
+    assert listed and all(i.id.startswith("pi_") for i in listed)
 
 
 def test_a_parameter_stripe_does_not_know_is_refused(stripe_mock: str) -> None:
