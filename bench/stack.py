@@ -172,6 +172,8 @@ class ScratchWorker:
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # Settings a benchmark changes for this worker (e.g. its Stripe).
+        self.extra_env: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -188,6 +190,7 @@ class ScratchWorker:
                 "STATUS_TOPIC": self.status_topic,
                 "DLQ_TOPIC": f"{self.run}-dlq",
                 "RECONCILE_INTERVAL_SECONDS": "86400",
+                **self.extra_env,
             }
         )
         return env

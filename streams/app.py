@@ -152,13 +152,14 @@ class PaymentsWorker:
             self.metrics.cdc_delay.observe(max(0.0, time.time() - change.committed_at_ms / 1000))
         pid = str(change.payment_id).encode()
         raw = self.tables.emitted.get(pid)
-        last = handlers.Emitted.from_json(raw) if raw is not None else None
+        last = handlers.Emitted.from_json(handlers.decode(raw)) if raw is not None else None
         decision = handlers.decide(change, last)
         self.open.apply(partition, decision)
         update = decision.emit
         if update is not None:
             await self.emitter.emit(partition, update)
-            self.tables.emitted[pid] = handlers.emitted_after(update, time.time()).to_json()
+            emitted = handlers.emitted_after(update, time.time())
+            self.tables.emitted[pid] = handlers.encode(emitted.to_json())
             log.info(
                 "status update emitted",
                 payment_id=str(update.payment_id),
