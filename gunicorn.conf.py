@@ -14,6 +14,7 @@ a fresh directory before any worker imports prometheus_client, and forgets dead 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from typing import Any
 
@@ -25,6 +26,16 @@ os.environ.setdefault("DB_POOL_MAX", str(threads))
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="payments-metrics-")
+
+
+# How long a thread may hold the GIL before another that waits gets it (Python's default: 5 ms).
+# A request that waits on the database a few times re-takes the GIL after each wait, each time
+# behind the threads busy with other requests: a shorter slice bounds that wait.
+SWITCH_INTERVAL_SECONDS = float(os.environ.get("API_SWITCH_INTERVAL_MS", "5")) / 1000
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -73,6 +73,7 @@ class PaymentsWorker:
             web_bind="127.0.0.1",
             web_host="127.0.0.1",
             producer_acks=-1,
+            processing_guarantee=settings.worker_processing_guarantee,
             # Batch the changelog and event sends for 5 ms (the Java producer's default since
             # Kafka 4.0): about 8% more changes per second, 5 ms on an event's way out.
             producer_linger=0.005,
