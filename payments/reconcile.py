@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -64,6 +65,8 @@ MAX_ERRORS_IN_A_ROW = 5
 SAMPLE = 20
 # The stale listing walks creation times by slices this long, storing its cursor after each.
 STALE_SLICE_SECONDS = 600
+# Stale payments retrieved one by one are read from the table this many at a time.
+STALE_CHUNK = 500
 # Past the budget, candidates are counted (deferred) up to this many budgets, then no further.
 DEFERRED_COUNT_CAP = 10
 
@@ -77,6 +80,9 @@ class ReconcilePolicy:
     ttl_seconds: float = 86_400.0
     # A check that failed waits this long, doubling per failure up to the TTL.
     retry_after_seconds: float = 60.0
+    # Checks in flight at once: each waits on Stripe (a cancel, a retrieve) for most of its
+    # time, so one at a time caps a cycle at 1/latency checks a second whatever the rate limit.
+    concurrency: int = 8
 
 
 class Check(StrEnum):
@@ -359,27 +365,46 @@ class Reconciler:
         return report
 
     def _run_checks(self, items: Sequence[Due], report: CycleReport) -> None:
-        for item in items:
-            if len(report.sample) < SAMPLE:
-                report.sample.append(str(item.payment_id))
-            report.checked += 1
+        """Run ``items`` (``policy.concurrency`` at a time, each on its own payment) and count
+        their outcomes here, in order; stop after ``MAX_ERRORS_IN_A_ROW`` infrastructure
+        errors in a row."""
+
+        def one(item: Due) -> tuple[Due, tuple[str, ...], BaseException | None]:
             try:
-                self._check(item, report)
-                self.retries.pop(item.payment_id, None)
-                self._in_a_row = 0
-            except PaymentsError as exc:
-                report.errors += 1
-                self._retry_later(item, exc)
-            except Exception as exc:  # database or pool errors: count, log, stop if persistent
-                report.errors += 1
-                self._in_a_row += 1
-                self._retry_later(item, exc)
-                if self._in_a_row >= MAX_ERRORS_IN_A_ROW:
-                    report.aborted = (
-                        f"{self._in_a_row} errors in a row, last: {type(exc).__name__}: {exc}"
-                    )
-                    log.error("reconciliation cycle aborted", reason=report.aborted)
-                    break
+                return item, self._check(item), None
+            except Exception as exc:
+                return item, (), exc
+
+        workers = max(1, min(self.policy.concurrency, len(items)))
+        window = 4 * workers
+        with ThreadPoolExecutor(workers, thread_name_prefix="reconcile-check") as pool:
+            for start in range(0, len(items), window):
+                for item, counted, exc in pool.map(one, items[start : start + window]):
+                    self._count(item, counted, exc, report)
+                    if report.aborted is not None:
+                        return
+
+    def _count(
+        self, item: Due, counted: tuple[str, ...], exc: BaseException | None, report: CycleReport
+    ) -> None:
+        if len(report.sample) < SAMPLE:
+            report.sample.append(str(item.payment_id))
+        report.checked += 1
+        if exc is None:
+            for name in counted:
+                setattr(report, name, getattr(report, name) + 1)
+            self.retries.pop(item.payment_id, None)
+            self._in_a_row = 0
+            return
+        report.errors += 1
+        self._retry_later(item, exc)
+        if isinstance(exc, PaymentsError):
+            return
+        # database or pool errors: count, log, stop if persistent
+        self._in_a_row += 1
+        if self._in_a_row >= MAX_ERRORS_IN_A_ROW:
+            report.aborted = f"{self._in_a_row} errors in a row, last: {type(exc).__name__}: {exc}"
+            log.error("reconciliation cycle aborted", reason=report.aborted)
 
     def _check_stale(
         self,
@@ -395,6 +420,19 @@ class Reconciler:
             return  # the leader's sweep lists every stale intent, of every partition
         now = self._clock()
         calls_at_start = self._calls()
+        chunk: list[Due] = []
+
+        def flush() -> None:
+            left = max(0, budget - (self._calls() - calls_at_start))
+            fits, owed = chunk[:left], chunk[left:]
+            report.due += len(fits)
+            self._run_checks(fits, report)
+            report.deferred += len(owed)
+            for item in owed:
+                if len(self._owed) < DEFERRED_COUNT_CAP * max(1, budget):
+                    self._owed[item.payment_id] = item
+            chunk.clear()
+
         for entry in table.created_between(*window):
             if entry.provider_payment_id is None:
                 continue
@@ -402,14 +440,13 @@ class Reconciler:
             if retry is not None and retry.next_at > now:
                 continue
             report.stale += 1
-            item = _due(Check.RETRIEVE, entry)
-            if self._calls() - calls_at_start < budget and report.aborted is None:
-                report.due += 1
-                self._run_checks([item], report)
-                continue
-            report.deferred += 1
-            if len(self._owed) < DEFERRED_COUNT_CAP * max(1, budget):
-                self._owed[item.payment_id] = item
+            chunk.append(_due(Check.RETRIEVE, entry))
+            if len(chunk) >= STALE_CHUNK:
+                flush()
+                if report.aborted is not None:
+                    return
+        if chunk:
+            flush()
 
     def run(
         self,
@@ -443,22 +480,19 @@ class Reconciler:
             error=str(exc),
         )
 
-    def _check(self, item: Due, report: CycleReport) -> None:
+    def _check(self, item: Due) -> tuple[str, ...]:
+        """One check (in a pool thread); the report's counters it adds to."""
         if item.check is Check.EXPIRE:
-            if self._expire(item):
-                report.expired += 1
-            else:
-                report.resolved += 1
-        elif item.check is Check.CREATE:
+            return ("expired",) if self._expire(item) else ("resolved",)
+        if item.check is Check.CREATE:
             self.service.finish_creation(item.payment_id)
-            report.created += 1
-        else:
-            assert item.provider_payment_id is not None
-            intent = self.gateway.retrieve_intent(item.provider_payment_id)
-            report.retrieved += 1
-            result = self.service.apply_intent(item.payment_id, intent, Source.RECONCILER)
-            if result.outcome is TransitionOutcome.APPLIED:
-                report.resolved += 1
+            return ("created",)
+        assert item.provider_payment_id is not None
+        intent = self.gateway.retrieve_intent(item.provider_payment_id)
+        result = self.service.apply_intent(item.payment_id, intent, Source.RECONCILER)
+        if result.outcome is TransitionOutcome.APPLIED:
+            return ("retrieved", "resolved")
+        return ("retrieved",)
 
     def _expire(self, item: Due) -> bool:
         """Past the TTL: cancel the intent at Stripe, then ``expired``; unless Stripe has a

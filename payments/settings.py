@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # A non-final payment with no Stripe event for this long is retrieved one by one.
     reconcile_stale_after_seconds: float = 3_600.0
     pending_ttl_seconds: float = 86_400.0
+    # Reconciliation checks in flight at once (all within the Stripe rate budget).
+    reconcile_concurrency: int = Field(default=8, ge=1)
 
     worker_app_id: str = "payments-worker"
     # Empty: each instance derives its own (`.stack/worker/<app id>-<web port>`), so two workers

@@ -335,3 +335,23 @@ def test_every_intent_is_listed_once_when_its_own_age_passes_the_stale_period() 
         world.ages = {pid: age + 600 for pid, age in world.ages.items()}
     assert looked == 1
     assert world.status(late) is Status.SUCCEEDED
+
+
+def test_checks_wait_on_stripe_side_by_side() -> None:
+    """Expiries are canceled at Stripe several at a time: four cancels meet at a barrier that
+    one-at-a-time checks could never pass (each would wait for the others, then time out)."""
+    import threading
+
+    world = World(dataclasses.replace(POLICY, concurrency=4))
+    payments = [world.payment(age=90_000) for _ in range(8)]
+    barrier = threading.Barrier(4, timeout=10)
+    cancel = world.stripe.cancel_intent
+
+    def cancel_together(intent_id: str, *, reason: str):  # type: ignore[no-untyped-def]
+        barrier.wait()
+        return cancel(intent_id, reason=reason)
+
+    world.stripe.cancel_intent = cancel_together  # type: ignore[method-assign]
+    report = world.cycle(lead_sweep=False)
+    assert (report.expired, report.errors) == (8, 0)
+    assert all(world.status(p) is Status.EXPIRED for p in payments)
