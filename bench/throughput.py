@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from bench.envelopes import pending_insert, succeeded_update
 from bench.report import Figure, format_rate, format_seconds, say
-from bench.stack import Context, ScratchWorker, wait_applied
+from bench.stack import Context, Kafka, ScratchWorker, wait_applied
 
 
 def steady_rate(samples: list[tuple[float, int]], total: int, started: float) -> float:
@@ -20,6 +20,24 @@ def steady_rate(samples: list[tuple[float, int]], total: int, started: float) ->
     if t_last - t_first <= 0 or total - n_first <= 0:
         return total / max(1e-9, t_last - started)
     return (total - n_first) / (t_last - t_first)
+
+
+def count_events(kafka: Kafka, topic: str, expected: int) -> tuple[int, int]:
+    """Status events on ``topic`` (all, distinct ``ce_id``s), read until ``expected`` distinct
+    ones or 30 s without news: a lost event or a duplicate shows here."""
+    consumer = kafka.consumer(topic, from_end=False)
+    seen: list[bytes] = []
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() - quiet_since < 30 and len(set(seen)) < expected:
+            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+                quiet_since = time.monotonic()
+                for record in records:
+                    ids = [v for k, v in (record.headers or []) if k == "ce_id"]
+                    seen.append(ids[0] if ids else record.value)
+    finally:
+        consumer.close()
+    return len(seen), len(set(seen))
 
 
 def run(ctx: Context) -> list[Figure]:
@@ -87,7 +105,11 @@ def run(ctx: Context) -> list[Figure]:
         )
         moving = [(t, n - total) for t, n in change_samples if n > total]
         change_rate = steady_rate(moving, changes, change_started) if moving else float("nan")
-        say(f"throughput: worker {change_rate:,.0f} status changes/s")
+        emitted, distinct = count_events(kafka, worker.status_topic, changes)
+        say(
+            f"throughput: worker {change_rate:,.0f} status changes/s; {emitted:,} events on "
+            f"{worker.status_topic} ({distinct:,} distinct event ids) for {changes:,} changes"
+        )
     finally:
         worker.cleanup(kafka)
 
@@ -121,7 +143,14 @@ def run(ctx: Context) -> list[Figure]:
             None,
             f"{changes:,} pending -> succeeded updates of entries in the table: each deletes its "
             f"entry and emits a payment-status-update that the broker acknowledges (acks=all) "
-            f"before the next change is taken; baseline: the bare consumer above",
-            {"changes": changes, "rate": change_rate, "bare_rate": bare_rate},
+            f"before the next change is taken; baseline: the bare consumer above; events on "
+            f"the status topic: {emitted:,} ({distinct:,} distinct ids) for {changes:,} changes",
+            {
+                "changes": changes,
+                "rate": change_rate,
+                "bare_rate": bare_rate,
+                "events": emitted,
+                "distinct_events": distinct,
+            },
         ),
     ]
