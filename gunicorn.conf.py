@@ -1,5 +1,12 @@
 """gunicorn settings picked up from the working directory (``gunicorn 'api:create_app()'``).
 
+Threads, not processes, carry the concurrency: a payment's request spends most of its time
+waiting on Stripe (hundreds of ms), during which a sync worker could serve nobody else. Each
+worker process runs ``API_THREADS`` request threads (gthread), and its database pools may grow
+to as many connections, so no thread waits for a connection another thread only holds while
+Stripe answers. Workers are never recycled (``max_requests = 0``): a restart drops the pools,
+the metrics' process files and in-flight Stripe calls for nothing.
+
 Several workers share one Prometheus view through ``PROMETHEUS_MULTIPROC_DIR``: the master makes
 a fresh directory before any worker imports prometheus_client, and forgets dead workers.
 """
@@ -7,11 +14,28 @@ a fresh directory before any worker imports prometheus_client, and forgets dead 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from typing import Any
 
+worker_class = "gthread"
+threads = int(os.environ.get("API_THREADS", "64"))
+max_requests = 0
+# The settings (payments.settings) read DB_POOL_MAX: one connection per thread at most.
+os.environ.setdefault("DB_POOL_MAX", str(threads))
+
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="payments-metrics-")
+
+
+# How long a thread may hold the GIL before another that waits gets it (Python's default: 5 ms).
+# A request that waits on the database a few times re-takes the GIL after each wait, each time
+# behind the threads busy with other requests: a shorter slice bounds that wait.
+SWITCH_INTERVAL_SECONDS = float(os.environ.get("API_SWITCH_INTERVAL_MS", "5")) / 1000
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
 def child_exit(server: Any, worker: Any) -> None:

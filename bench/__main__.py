@@ -42,7 +42,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the issue's sizes: 100,000 pending to reconcile, 1,000,000 for recovery/memory",
     )
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, no thresholds: only proves the benchmarks still run (make test)",
+    )
     parser.set_defaults(full=False)
+    parser.add_argument(
+        "--stripe-latency-ms",
+        type=float,
+        default=250.0,
+        help="latency of each fake Stripe call in the intake benchmark (default 250)",
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -59,12 +70,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared: every figure is a ratio
+    against a baseline of the same run, but the load says how noisy the run was)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
-    ctx = Context(Settings(), full=args.full, run=run_id())
+    ctx = Context(
+        Settings(),
+        full=args.full,
+        run=run_id(),
+        smoke=args.smoke,
+        stripe_latency_ms=args.stripe_latency_ms,
+    )
+    mode = "smoke" if args.smoke else "full" if args.full else "quick"
     machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
-    say(f"benchmarks {', '.join(names)} ({'full' if args.full else 'quick'}), run {ctx.run}")
+    say(f"benchmarks {', '.join(names)} ({mode}), run {ctx.run}; load average {load_average()}")
     say(f"machine: {machine}")
     figures: list[Figure] = []
     failed: list[str] = []
@@ -84,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ctx.close()
     print()
-    print(f"{time.strftime('%Y-%m-%d %H:%M')} · {machine} · {'full' if args.full else 'quick'}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M')} · {machine} · {mode} · load average {load_average()}")
     print(render_table(figures))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
@@ -94,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "machine": machine,
                 "cpus": os.cpu_count(),
-                "mode": "full" if args.full else "quick",
+                "mode": mode,
+                "load_average": load_average(),
                 "figures": [f.to_dict() for f in figures],
             },
             indent=2,

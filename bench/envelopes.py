@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ def _iso(epoch: float) -> str:
 
 
 def row(payment_id: str, *, created_at: float, status: str = "pending", version: int = 1,
-        status_source: str | None = None) -> dict[str, Any]:  # fmt: skip
+        status_source: str | None = None, intent: str | None = None) -> dict[str, Any]:  # fmt: skip
     stamp = _iso(created_at)
     return {
         "id": payment_id,
@@ -26,7 +27,7 @@ def row(payment_id: str, *, created_at: float, status: str = "pending", version:
         "status": status,
         "provider_status": "requires_payment_method",
         "provider": "stripe",
-        "provider_payment_id": f"pi_bench_{payment_id[:16]}",
+        "provider_payment_id": intent or f"pi_bench_{payment_id[:16]}",
         "customer_email": "bench@example.com",
         "description": "benchmark",
         "metadata": "{}",
@@ -70,15 +71,32 @@ def key(payment_id: str) -> bytes:
     return json.dumps({"id": payment_id}).encode()
 
 
-def pending_insert(seq: int, *, created_at: float | None = None) -> tuple[bytes, bytes, str]:
-    """(key, value, payment id) of the insert of a new pending payment."""
-    pid = str(uuid.uuid4())
+def pending_insert(
+    seq: int,
+    *,
+    created_at: float | None = None,
+    pid: str | None = None,
+    intent: Callable[[str, float], str] | None = None,
+) -> tuple[bytes, bytes, str]:
+    """(key, value, payment id) of the insert of a new pending payment (``intent(pid,
+    created)`` names its intent)."""
+    pid = pid or str(uuid.uuid4())
     created = time.time() if created_at is None else created_at
-    return key(pid), envelope("c", None, row(pid, created_at=created), lsn=seq), pid
+    made = intent(pid, created) if intent else None
+    return key(pid), envelope("c", None, row(pid, created_at=created, intent=made), lsn=seq), pid
 
 
-def succeeded_update(pid: str, *, created_at: float, seq: int) -> tuple[bytes, bytes]:
+def succeeded_update(
+    pid: str, *, created_at: float, seq: int, intent: str | None = None
+) -> tuple[bytes, bytes]:
     """(key, value) of the webhook-driven pending -> succeeded update of ``pid``."""
-    before = row(pid, created_at=created_at)
-    after = row(pid, created_at=created_at, status="succeeded", version=2, status_source="webhook")
+    before = row(pid, created_at=created_at, intent=intent)
+    after = row(
+        pid,
+        created_at=created_at,
+        status="succeeded",
+        version=2,
+        status_source="webhook",
+        intent=intent,
+    )
     return key(pid), envelope("u", before, after, lsn=seq)

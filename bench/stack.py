@@ -56,8 +56,8 @@ def wait_for(
         time.sleep(interval)
 
 
-def get_text(url: str) -> str:
-    resp = requests.get(url, timeout=HTTP_TIMEOUT)
+def get_text(url: str, auth: tuple[str, str] | None = None) -> str:
+    resp = requests.get(url, timeout=HTTP_TIMEOUT, auth=auth)
     resp.raise_for_status()
     return resp.text
 
@@ -172,6 +172,8 @@ class ScratchWorker:
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # Settings a benchmark changes for this worker (e.g. its Stripe).
+        self.extra_env: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -188,6 +190,7 @@ class ScratchWorker:
                 "STATUS_TOPIC": self.status_topic,
                 "DLQ_TOPIC": f"{self.run}-dlq",
                 "RECONCILE_INTERVAL_SECONDS": "86400",
+                **self.extra_env,
             }
         )
         return env
@@ -278,13 +281,29 @@ def wait_applied(
 
 
 class Context:
-    """What every benchmark gets: the settings, the size flag and the run id."""
+    """What every benchmark gets: the settings, the size flags and the run id. ``smoke``: tiny
+    sizes that only prove the benchmarks still run (``make test``); no figure means anything."""
 
-    def __init__(self, settings: Settings, *, full: bool, run: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        full: bool,
+        run: str,
+        smoke: bool = False,
+        stripe_latency_ms: float = 250.0,
+    ) -> None:
         self.settings = settings
         self.full = full
+        self.smoke = smoke
         self.run = run
+        self.stripe_latency_ms = stripe_latency_ms
         self._kafka: Kafka | None = None
+
+    @property
+    def operator_auth(self) -> tuple[str, str] | None:
+        """The first operator login (the worker's views and the API's /metrics want one)."""
+        return next(iter(self.settings.operator_logins.items()), None)
 
     @property
     def kafka(self) -> Kafka:

@@ -51,6 +51,7 @@ def reconcile_policy(settings: Settings) -> ReconcilePolicy:
         stale_after_seconds=settings.reconcile_stale_after_seconds,
         ttl_seconds=settings.pending_ttl_seconds,
         retry_after_seconds=min(60.0, settings.reconcile_interval_seconds),
+        concurrency=settings.reconcile_concurrency,
     )
 
 

@@ -312,6 +312,11 @@ class PaymentGateway(Protocol):
         eventually consistent, an event may appear after a newer one was listed)."""
         ...
 
+    def intent_pages(self, created_from: int, created_to: int) -> Iterator[list[Intent]] | None:
+        """PaymentIntents created in ``[created_from, created_to)`` (epoch seconds), a page per
+        call; None where the provider cannot list them by creation time (retrieve instead)."""
+        ...
+
 
 class OpenPayment(Protocol):
     """What the worker's table knows of a payment that is not final."""

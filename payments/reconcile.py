@@ -3,17 +3,24 @@
 Open means not final: ``pending``, and ``failed`` (a customer may still pay on the same intent).
 Two parts, each cheap in what it reads:
 
-1. **Event sweep** (once per interval for the whole deployment: the worker that owns partition 0
+1. **Sweep** (once per interval for the whole deployment: the worker that owns partition 0
    leads it). Stripe's status events since a durable cursor, oldest first, page by page; the
    cursor is stored after each page, so a failure keeps the progress made. Every event whose
-   intent is an open payment's own is applied. Cost follows what changed at Stripe, not how
-   much is open.
-2. **One-by-one checks** of a worker's own partitions, read by age from its table (never a scan
-   of everything): payments past the TTL are expired (their intent canceled at Stripe first,
-   unless Stripe has a final status), payments with no intent yet get one, and each payment is
-   retrieved once when its age passes ``stale_after`` (a guard against an event the sweep could
-   not see). A per-cycle budget keeps a cycle within its interval; what does not fit, or fails,
-   is retried later with a growing delay.
+   intent is an open payment's own is applied. Then, where Stripe lists intents by creation
+   time, every PaymentIntent whose age passed ``stale_after`` since the last sweep (a durable
+   cursor of creation times, stored slice by slice), 100 per call: each that is an open
+   payment's own is applied like a retrieved one (a guard against an event the event list did
+   not show). Cost follows what was created and what changed at Stripe, not how much is open.
+2. **Checks** of a worker's own partitions, read by age from its table (never a scan of
+   everything): payments past the TTL are expired (their intent canceled at Stripe first,
+   unless Stripe has a final status), payments with no intent yet get one, and, where Stripe
+   cannot list intents by creation time (the local stand-in), each payment is retrieved once
+   when its age passes ``stale_after``. A per-cycle budget of Stripe calls keeps a cycle within
+   its interval; what does not fit, or fails, is retried later with a growing delay.
+
+A cycle streams over the table: it holds at most a budget of due checks at a time, and its
+report keeps counts and a bounded sample of ids. It runs off the event loop (the table is read
+from the executor's thread, for the partitions owned when the cycle started).
 
 Everything is written through the guarded transition (source ``reconciler`` or ``expiry``); the
 change stream then drops resolved payments from the table and emits their status events.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -47,15 +55,20 @@ from payments.service import PaymentService
 log = get_logger("payments.reconcile")
 
 SWEEP_CURSOR = "stripe-events"
+# Creation time (epoch seconds) up to which Stripe's intents were listed for the stale look.
+STALE_CURSOR = "stripe-intents-created"
 # A payment this young without an intent is probably still being created by its API request.
 CREATION_GRACE_SECONDS = 30.0
 # A cycle gives up after this many infrastructure errors in a row (the database is down).
 MAX_ERRORS_IN_A_ROW = 5
 # Ids kept in a report, as a sample; the figures are counts.
 SAMPLE = 20
-# A plan reads at most this many budgets' worth of due checks past its own (bounded work on the
-# event loop even when a backlog of a million is due).
-LOOKAHEAD = 10
+# The stale listing walks creation times by slices this long, storing its cursor after each.
+STALE_SLICE_SECONDS = 600
+# Stale payments retrieved one by one are read from the table this many at a time.
+STALE_CHUNK = 500
+# Past the budget, candidates are counted (deferred) up to this many budgets, then no further.
+DEFERRED_COUNT_CAP = 10
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,9 @@ class ReconcilePolicy:
     ttl_seconds: float = 86_400.0
     # A check that failed waits this long, doubling per failure up to the TTL.
     retry_after_seconds: float = 60.0
+    # Checks in flight at once: each waits on Stripe (a cancel, a retrieve) for most of its
+    # time, so one at a time caps a cycle at 1/latency checks a second whatever the rate limit.
+    concurrency: int = 8
 
 
 class Check(StrEnum):
@@ -101,13 +117,21 @@ class SweepReport:
     errors: int = 0
     complete: bool = True
     error: str | None = None
+    # The stale look: intents listed (``intent_pages`` calls), open ones applied.
+    intents_listed: int = 0
+    intent_pages: int = 0
+    stale_open: int = 0
+    stale_applied: int = 0
+    stale_listing: bool = True  # False where Stripe cannot list intents by creation time
     stripe_calls: int = 0
     duration_seconds: float = 0.0
 
 
 @dataclass
 class CycleReport:
-    """The figures of one cycle (served by the worker's views and CLI): counts and a sample."""
+    """The figures of one cycle (served by the worker's views and CLI): counts and a sample.
+    ``stale``: payments whose age passed ``stale_after`` this cycle and are retrieved one by one
+    (only where Stripe cannot list intents by creation time)."""
 
     started_at: float
     partitions: list[int]
@@ -115,6 +139,7 @@ class CycleReport:
     due: int = 0
     checked: int = 0
     resolved: int = 0
+    stale: int = 0
     retrieved: int = 0
     created: int = 0
     expired: int = 0
@@ -133,11 +158,17 @@ class CycleReport:
 
 @dataclass(frozen=True)
 class Plan:
+    """``due``: the expiries, creations and owed retrievals of this cycle (within the budget);
+    ``stale_window``: the creation times whose payments passed ``stale_after`` since the last
+    plan, read from the table while the checks run."""
+
     due: list[Due]
     deferred: int
     open: int
     partitions: list[int]
     started_at: float
+    budget: int = 0
+    stale_window: tuple[float, float] | None = None
 
 
 class Reconciler:
@@ -162,12 +193,14 @@ class Reconciler:
         # When the previous plan was made: the window in which ages crossed stale_after.
         self._previous_start: float | None = None
         # Retrievals that did not fit last cycle's budget: first in line next cycle.
-        self._deferred: dict[UUID, Due] = {}
+        self._owed: dict[UUID, Due] = {}
         # Checks that failed, waiting with a growing delay (also shown on /ops).
         self.retries: dict[UUID, Retry] = {}
+        self._lists_stale: bool | None = None
+        self._in_a_row = 0
 
     def individual_budget(self, rps: float) -> int:
-        """One-by-one Stripe calls one cycle may spend: half the interval at this worker's
+        """Stripe calls the checks of one cycle may spend: half the interval at this worker's
         share of the rate; the rest is headroom for the sweep, customers' calls and retries."""
         return max(1, int(rps * self.policy.interval_seconds * 0.5))
 
@@ -184,6 +217,7 @@ class Reconciler:
                 self._apply_events(page.events, report)
                 self.repo.set_cursor(SWEEP_CURSOR, page.cursor)
                 report.pages += 1
+            self._list_stale(now, report)
         except Exception as exc:  # any failure: keep the pages done, try again next interval
             report.complete = False
             report.errors += 1
@@ -194,28 +228,68 @@ class Reconciler:
         log.info("event sweep", **asdict(report))
         return report
 
+    def _list_stale(self, now: float, report: SweepReport) -> None:
+        """Every intent created between the stored cursor and ``now - stale_after``, slice by
+        slice, the cursor stored after each; nothing where Stripe cannot list by creation time
+        (the workers then retrieve their stale payments one by one)."""
+        policy = self.policy
+        end = int(now - policy.stale_after_seconds)
+        stored = self.repo.get_cursor(STALE_CURSOR)
+        start = int(float(stored)) if stored else end - int(policy.interval_seconds)
+        start = max(start, int(now - policy.ttl_seconds))  # older ones have expired
+        while start < end:
+            stop = min(end, start + STALE_SLICE_SECONDS)
+            pages = self.gateway.intent_pages(start, stop)
+            if pages is None:
+                report.stale_listing = False
+                return
+            for page in pages:
+                report.intent_pages += 1
+                report.intents_listed += len(page)
+                self._apply_intents([(None, intent) for intent in page], report)
+            self.repo.set_cursor(STALE_CURSOR, str(stop))
+            start = stop
+
+    def lists_stale(self) -> bool:
+        """Whether the leader's sweep looks at every stale intent (Stripe lists intents by
+        creation time): then the workers retrieve none one by one. Probed once."""
+        if self._lists_stale is None:
+            self._lists_stale = self.gateway.intent_pages(0, 1) is not None
+        return self._lists_stale
+
     def _apply_events(self, events: Sequence[ProviderEvent], report: SweepReport) -> None:
-        with_intent = [(e, e.intent) for e in events if e.intent is not None]
         report.events += len(events)
-        named = {u for _, i in with_intent if (u := i.payment_uuid) is not None}
+        self._apply_intents([(e, e.intent) for e in events if e.intent is not None], report)
+
+    def _apply_intents(
+        self, found: Sequence[tuple[ProviderEvent | None, Intent]], report: SweepReport
+    ) -> None:
+        """Apply what Stripe says of each intent that is an open payment's own (or names an
+        open payment without one); an event, when there is one, says which change it was."""
+        named = {u for _, i in found if (u := i.payment_uuid) is not None}
         by_id = self.repo.open_payments(named) if named else {}
-        by_intent = self.repo.open_payments_by_intent({i.id for _, i in with_intent})
-        for event, intent in with_intent:
+        by_intent = self.repo.open_payments_by_intent({i.id for _, i in found})
+        for event, intent in found:
             named_id = intent.payment_uuid
             payment = by_intent.get(intent.id) or (by_id.get(named_id) if named_id else None)
             if payment is None:
                 continue  # not open (or not ours): nothing to do
+            if event is None:
+                report.stale_open += 1
             result = self.service.apply_intent(payment.id, intent, Source.RECONCILER, event)
             if result.outcome is TransitionOutcome.APPLIED:
                 report.applied += 1
+                if event is None:
+                    report.stale_applied += 1
             elif result.outcome is TransitionOutcome.FOREIGN_INTENT:
                 report.foreign += 1
 
     # -- 2. one-by-one checks of owned partitions --------------------------------------------
 
     def plan(self, table: OpenPayments, partitions: Sequence[int], *, budget: int) -> Plan:
-        """What this cycle checks, read by age from the table: bounded by ``budget``, never a
-        walk over every open payment. Cheap: run it where the table lives (the event loop)."""
+        """What this cycle checks, read by age from the table: expiries, creations and owed
+        retrievals up to ``budget``, counted (not held) past it; the stale payments are only a
+        window of creation times here, read by ``check``."""
         now = self._clock()
         policy = self.policy
         interval = policy.interval_seconds
@@ -235,34 +309,40 @@ class Reconciler:
             for entry in table.without_intent(now - CREATION_GRACE_SECONDS):
                 if entry.status is Status.PENDING and entry.created_at >= expired_before:
                     yield _due(Check.CREATE, entry)
-            yield from self._deferred.values()
-            for entry in table.created_between(stale_at - window, stale_at):
-                if entry.provider_payment_id is not None:
-                    yield _due(Check.RETRIEVE, entry)
+            yield from self._owed.values()
 
         due: list[Due] = []
         seen: set[UUID] = set()
         deferred = 0
-        deferred_checks: dict[UUID, Due] = {}
         for item in candidates():
             if item.payment_id in seen or waiting(item.payment_id):
                 continue
-            seen.add(item.payment_id)
             if len(due) < budget:
+                seen.add(item.payment_id)
                 due.append(item)
-            else:
-                deferred += 1
-                if item.check is Check.RETRIEVE:
-                    deferred_checks[item.payment_id] = item
-                if deferred >= LOOKAHEAD * budget:
-                    break  # enough known for the next cycles; `deferred` is then a floor
-        self._deferred = deferred_checks
+                continue
+            deferred += 1
+            if deferred >= DEFERRED_COUNT_CAP * budget:
+                break  # a backlog: the rest waits for the next cycles, uncounted
+        # Owed retrievals that did not fit stay owed (first in line next cycle).
+        self._owed = {d.payment_id: d for d in self._owed.values() if d.payment_id not in seen}
         self.retries = {pid: r for pid, r in self.retries.items() if r.next_at > now - 86_400}
-        return Plan(due, deferred, table.count(), sorted(partitions), now)
+        stale_window = (max(expired_before, stale_at - window), stale_at)
+        return Plan(
+            due,
+            deferred,
+            table.count(),
+            sorted(partitions),
+            now,
+            budget=budget,
+            stale_window=stale_window if stale_window[0] < stale_window[1] else None,
+        )
 
-    def check(self, plan: Plan) -> CycleReport:
-        """Run the plan's checks against Stripe and the database (blocking: run it off the
-        event loop). Failures are counted, logged and retried later; the cycle never raises."""
+    def check(self, plan: Plan, table: OpenPayments | None = None) -> CycleReport:
+        """Run the plan's checks against Stripe and the database, then look at the stale
+        payments of its window (read from ``table``) within what is left of the budget
+        (blocking: run it off the event loop). Failures are counted, logged and retried later;
+        the cycle never raises."""
         calls_before = self._calls()
         report = CycleReport(
             started_at=plan.started_at,
@@ -271,28 +351,11 @@ class Reconciler:
             due=len(plan.due),
             deferred=plan.deferred,
         )
-        in_a_row = 0
-        for item in plan.due:
-            if len(report.sample) < SAMPLE:
-                report.sample.append(str(item.payment_id))
-            report.checked += 1
-            try:
-                self._check(item, report)
-                self.retries.pop(item.payment_id, None)
-                in_a_row = 0
-            except PaymentsError as exc:
-                report.errors += 1
-                self._retry_later(item, exc)
-            except Exception as exc:  # database or pool errors: count, log, stop if persistent
-                report.errors += 1
-                in_a_row += 1
-                self._retry_later(item, exc)
-                if in_a_row >= MAX_ERRORS_IN_A_ROW:
-                    report.aborted = (
-                        f"{in_a_row} errors in a row, last: {type(exc).__name__}: {exc}"
-                    )
-                    log.error("reconciliation cycle aborted", reason=report.aborted)
-                    break
+        self._in_a_row = 0
+        self._run_checks(plan.due, report)
+        if table is not None and plan.stale_window is not None and report.aborted is None:
+            spent = self._calls() - calls_before
+            self._check_stale(table, plan.stale_window, max(0, plan.budget - spent), report)
         report.waiting_retry = len(self.retries)
         report.stripe_calls = self._calls() - calls_before
         report.duration_seconds = round(self._clock() - plan.started_at, 3)
@@ -300,6 +363,90 @@ class Reconciler:
         summary.pop("sample")
         log.info("reconciliation cycle", **summary)
         return report
+
+    def _run_checks(self, items: Sequence[Due], report: CycleReport) -> None:
+        """Run ``items`` (``policy.concurrency`` at a time, each on its own payment) and count
+        their outcomes here, in order; stop after ``MAX_ERRORS_IN_A_ROW`` infrastructure
+        errors in a row."""
+
+        def one(item: Due) -> tuple[Due, tuple[str, ...], BaseException | None]:
+            try:
+                return item, self._check(item), None
+            except Exception as exc:
+                return item, (), exc
+
+        workers = max(1, min(self.policy.concurrency, len(items)))
+        window = 4 * workers
+        with ThreadPoolExecutor(workers, thread_name_prefix="reconcile-check") as pool:
+            for start in range(0, len(items), window):
+                for item, counted, exc in pool.map(one, items[start : start + window]):
+                    self._count(item, counted, exc, report)
+                    if report.aborted is not None:
+                        return
+
+    def _count(
+        self, item: Due, counted: tuple[str, ...], exc: BaseException | None, report: CycleReport
+    ) -> None:
+        if len(report.sample) < SAMPLE:
+            report.sample.append(str(item.payment_id))
+        report.checked += 1
+        if exc is None:
+            for name in counted:
+                setattr(report, name, getattr(report, name) + 1)
+            self.retries.pop(item.payment_id, None)
+            self._in_a_row = 0
+            return
+        report.errors += 1
+        self._retry_later(item, exc)
+        if isinstance(exc, PaymentsError):
+            return
+        # database or pool errors: count, log, stop if persistent
+        self._in_a_row += 1
+        if self._in_a_row >= MAX_ERRORS_IN_A_ROW:
+            report.aborted = f"{self._in_a_row} errors in a row, last: {type(exc).__name__}: {exc}"
+            log.error("reconciliation cycle aborted", reason=report.aborted)
+
+    def _check_stale(
+        self,
+        table: OpenPayments,
+        window: tuple[float, float],
+        budget: int,
+        report: CycleReport,
+    ) -> None:
+        """Where Stripe cannot list intents by creation time, each payment created within
+        ``window`` (its age passed ``stale_after`` since the last plan) is retrieved once, as the
+        table streams by; those past the budget are owed to the next cycles (first in line)."""
+        if self.lists_stale():
+            return  # the leader's sweep lists every stale intent, of every partition
+        now = self._clock()
+        calls_at_start = self._calls()
+        chunk: list[Due] = []
+
+        def flush() -> None:
+            left = max(0, budget - (self._calls() - calls_at_start))
+            fits, owed = chunk[:left], chunk[left:]
+            report.due += len(fits)
+            self._run_checks(fits, report)
+            report.deferred += len(owed)
+            for item in owed:
+                if len(self._owed) < DEFERRED_COUNT_CAP * max(1, budget):
+                    self._owed[item.payment_id] = item
+            chunk.clear()
+
+        for entry in table.created_between(*window):
+            if entry.provider_payment_id is None:
+                continue
+            retry = self.retries.get(entry.payment_id)
+            if retry is not None and retry.next_at > now:
+                continue
+            report.stale += 1
+            chunk.append(_due(Check.RETRIEVE, entry))
+            if len(chunk) >= STALE_CHUNK:
+                flush()
+                if report.aborted is not None:
+                    return
+        if chunk:
+            flush()
 
     def run(
         self,
@@ -311,7 +458,8 @@ class Reconciler:
     ) -> CycleReport:
         """Sweep (when this worker leads it), plan and check: one whole cycle, blocking."""
         sweep = self.sweep() if lead_sweep else None
-        report = self.check(self.plan(table, partitions, budget=self.individual_budget(rps)))
+        plan = self.plan(table, partitions, budget=self.individual_budget(rps))
+        report = self.check(plan, table)
         report.sweep = sweep
         if sweep is not None:
             report.stripe_calls += sweep.stripe_calls
@@ -332,22 +480,19 @@ class Reconciler:
             error=str(exc),
         )
 
-    def _check(self, item: Due, report: CycleReport) -> None:
+    def _check(self, item: Due) -> tuple[str, ...]:
+        """One check (in a pool thread); the report's counters it adds to."""
         if item.check is Check.EXPIRE:
-            if self._expire(item):
-                report.expired += 1
-            else:
-                report.resolved += 1
-        elif item.check is Check.CREATE:
+            return ("expired",) if self._expire(item) else ("resolved",)
+        if item.check is Check.CREATE:
             self.service.finish_creation(item.payment_id)
-            report.created += 1
-        else:
-            assert item.provider_payment_id is not None
-            intent = self.gateway.retrieve_intent(item.provider_payment_id)
-            report.retrieved += 1
-            result = self.service.apply_intent(item.payment_id, intent, Source.RECONCILER)
-            if result.outcome is TransitionOutcome.APPLIED:
-                report.resolved += 1
+            return ("created",)
+        assert item.provider_payment_id is not None
+        intent = self.gateway.retrieve_intent(item.provider_payment_id)
+        result = self.service.apply_intent(item.payment_id, intent, Source.RECONCILER)
+        if result.outcome is TransitionOutcome.APPLIED:
+            return ("retrieved", "resolved")
+        return ("retrieved",)
 
     def _expire(self, item: Due) -> bool:
         """Past the TTL: cancel the intent at Stripe, then ``expired``; unless Stripe has a

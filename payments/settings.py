@@ -6,6 +6,7 @@ first run, and a deployment sets them in its environment.
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -76,12 +77,19 @@ class Settings(BaseSettings):
     # A non-final payment with no Stripe event for this long is retrieved one by one.
     reconcile_stale_after_seconds: float = 3_600.0
     pending_ttl_seconds: float = 86_400.0
+    # Reconciliation checks in flight at once (all within the Stripe rate budget).
+    reconcile_concurrency: int = Field(default=8, ge=1)
 
     worker_app_id: str = "payments-worker"
     # Empty: each instance derives its own (`.stack/worker/<app id>-<web port>`), so two workers
     # on one machine never share a RocksDB directory.
     worker_data_dir: str = ""
     worker_web_port: int = 6066
+    # Faust's processing guarantee: "at_least_once" (the default: status events are awaited
+    # before their change counts, consumers dedupe by event_id) or "exactly_once" (Kafka
+    # transactions, one producer per partition; measured in the README's benchmarks, not
+    # adopted).
+    worker_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     # The worker's web views, for `payments-worker` commands when no worker is found in the
     # consumer group (comma-separated for several).
     worker_url: str = "http://127.0.0.1:6066"

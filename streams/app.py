@@ -10,6 +10,7 @@ running worker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import threading
 import time
@@ -76,6 +77,7 @@ class PaymentsWorker:
             # would leave its partitions unprocessed that long); heartbeats every 3 s.
             broker_session_timeout=10.0,
             broker_heartbeat_interval=3.0,
+            processing_guarantee=settings.worker_processing_guarantee,
             # Batch the changelog and event sends for 5 ms (the Java producer's default since
             # Kafka 4.0): about 8% more changes per second, 5 ms on an event's way out.
             producer_linger=0.005,
@@ -155,13 +157,14 @@ class PaymentsWorker:
             self.metrics.cdc_delay.observe(max(0.0, time.time() - change.committed_at_ms / 1000))
         pid = str(change.payment_id).encode()
         raw = self.tables.emitted.get(pid)
-        last = handlers.Emitted.from_json(raw) if raw is not None else None
+        last = handlers.Emitted.from_json(handlers.decode(raw)) if raw is not None else None
         decision = handlers.decide(change, last)
         self.open.apply(partition, decision)
         update = decision.emit
         if update is not None:
             await self.emitter.emit(partition, update)
-            self.tables.emitted[pid] = handlers.emitted_after(update, time.time()).to_json()
+            emitted = handlers.emitted_after(update, time.time())
+            self.tables.emitted[pid] = handlers.encode(emitted.to_json())
             log.info(
                 "status update emitted",
                 payment_id=str(update.payment_id),
@@ -289,23 +292,23 @@ class PaymentsWorker:
             return report
 
     async def _cycle(self) -> CycleReport:
+        """The whole cycle in the executor's thread: the sweep, the plan's range reads of the
+        table and the checks never hold the event loop (the agent keeps applying changes, the
+        views keep answering). The table is read for the partitions owned when it starts."""
         loop = asyncio.get_running_loop()
         core = await loop.run_in_executor(None, lambda: self.core)
-        reconciler = core.reconciler
         partitions = self.owned_partitions()
         total = self.settings.kafka_topic_partitions
-        sweep = None
-        if 0 in partitions:
-            sweep = await loop.run_in_executor(None, reconciler.sweep)
-        # This worker's share of the one Stripe budget, for its per-cycle allowance.
+        # This worker's share of the one Stripe budget, for its per-cycle allowance; the event
+        # sweep is the deployment's, led by whoever owns partition 0.
         share = self.settings.stripe_max_rps * len(partitions) / max(1, total)
-        plan = reconciler.plan(self.open, partitions, budget=reconciler.individual_budget(share))
-        report = await loop.run_in_executor(None, reconciler.check, plan)
-        report.sweep = sweep
-        if sweep is not None:
-            report.stripe_calls += sweep.stripe_calls
-            report.resolved += sweep.applied
-        return report
+        view = self.open.pinned(partitions)
+        return await loop.run_in_executor(
+            None,
+            functools.partial(
+                core.reconciler.run, view, partitions, rps=share, lead_sweep=0 in partitions
+            ),
+        )
 
     # -- web views ----------------------------------------------------------------------------
 

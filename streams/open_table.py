@@ -10,7 +10,6 @@ recounted once for partitions this worker is given; ``/metrics`` and ``/stats/``
 from __future__ import annotations
 
 import heapq
-import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -25,8 +24,11 @@ from streams.handlers import (
     WITHOUT_INTENT,
     Decision,
     OpenEntry,
+    decode,
+    encode,
     entry_key,
     range_key,
+    status_of,
 )
 
 # Faust keeps its own bookkeeping row in every partition database.
@@ -36,11 +38,20 @@ _OFFSET_KEY = b"__faust\x00offset__"
 class OpenTable:
     """``OpenPayments`` over a Faust table (RocksDB in the worker, memory in tests)."""
 
-    def __init__(self, app: faust.App, table: Any) -> None:
+    def __init__(self, app: faust.App, table: Any, *, partitions: list[int] | None = None) -> None:
         self.app = app
         self.table = table
         # partition -> open payments by status, for the partitions this worker holds.
         self.counts: dict[int, Counter[Status]] = {}
+        self._pinned = partitions
+
+    def pinned(self, partitions: Iterable[int]) -> OpenTable:
+        """A reader of these partitions only, whatever the assignment does meanwhile: for the
+        reconciliation cycle, which reads the table from the executor's thread (RocksDB takes
+        reads concurrent with the agent's writes). It shares the counts."""
+        view = OpenTable(self.app, self.table, partitions=sorted(partitions))
+        view.counts = self.counts
+        return view
 
     # -- writes (inside the change agent: Faust writes the changelog of the event's partition)
 
@@ -50,22 +61,24 @@ class OpenTable:
             old = self.table.get(key)
             if old is not None:
                 del self.table[key]
-                counts[Status(old["status"])] -= 1
+                counts[status_of(old)] -= 1
         entry = decision.entry
         if entry is None:
             return
-        value = entry.to_json()
+        value = encode(entry.to_json())
         old = self.table.get(entry.key)
         if old == value:
             return  # nothing the reconciler reads changed: no changelog write
         self.table[entry.key] = value
         if old is not None:
-            counts[Status(old["status"])] -= 1
+            counts[status_of(old)] -= 1
         counts[entry.status] += 1
 
     # -- reads --------------------------------------------------------------------------------
 
     def active_partitions(self) -> list[int]:
+        if self._pinned is not None:
+            return list(self._pinned)
         topic = self.table.changelog_topic.get_topic_name()
         return sorted(
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic
@@ -77,7 +90,7 @@ class OpenTable:
     def by_status(self) -> dict[str, int]:
         total: Counter[Status] = Counter()
         for partition in self.active_partitions():
-            total.update(self.counts.get(partition, Counter()))
+            total.update(self.counts.get(partition, Counter()).copy())
         return {s.value: max(0, total[s]) for s in (Status.PENDING, Status.FAILED)}
 
     def created_between(self, start: float, end: float) -> Iterator[OpenEntry]:
@@ -104,11 +117,13 @@ class OpenTable:
         return [e for _, e in zip(range(n), self.created_between(0.0, 1e13), strict=False)]
 
     def recount(self, partitions: Iterable[int]) -> None:
-        """Count the entries of newly held partitions once (after recovery)."""
+        """Count the entries of newly held partitions once (after recovery): the status is
+        read from each value's first bytes, nothing is decoded."""
         for partition in partitions:
             counts: Counter[Status] = Counter()
-            for _, value in self._partition_items(partition, b"", None):
-                counts[Status(value["status"])] += 1
+            if partition == min(self.active_partitions(), default=partition) or _stored(self.table):
+                for _, raw in partition_raw_items(self.table, partition, b"", None):
+                    counts[status_of(raw)] += 1
             self.counts[partition] = counts
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -142,8 +157,16 @@ def _stored(table: Any) -> bool:
 def partition_items(
     table: Any, partition: int, low: bytes, high: bytes | None
 ) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    """``low <= key < high`` of one partition of a Faust table, in key order, straight from
-    its RocksDB database (the in-memory store of the tests: every key, sorted)."""
+    """``low <= key < high`` of one partition of a Faust table, in key order, decoded."""
+    for key, raw in partition_raw_items(table, partition, low, high):
+        yield key, decode(raw)
+
+
+def partition_raw_items(
+    table: Any, partition: int, low: bytes, high: bytes | None
+) -> Iterator[tuple[bytes, bytes]]:
+    """``low <= key < high`` of one partition of a Faust table, in key order, as stored,
+    straight from its RocksDB database (the in-memory store: every key, sorted)."""
     if not _stored(table):
         for key in sorted(k for k in table if low <= k and (high is None or k < high)):
             yield key, table[key]
@@ -156,7 +179,7 @@ def partition_items(
             return
         if key == _OFFSET_KEY:
             continue
-        yield key, json.loads(value)
+        yield key, value
 
 
 def partitions_of(tps: Iterable[TP], topic: str) -> set[int]:

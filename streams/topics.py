@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import faust
 from faust.types import TableT
@@ -55,10 +54,10 @@ class Topics:
 
 @dataclass(frozen=True)
 class Tables:
-    # age key (streams.handlers.entry_key) -> OpenEntry JSON, for payments that are not final.
-    open: TableT[bytes, dict[str, Any]]
-    # payment id -> Emitted JSON: the last status event sent (replay dedupe).
-    emitted: TableT[bytes, dict[str, Any]]
+    # age key (streams.handlers.entry_key) -> OpenEntry JSON bytes, for payments not final.
+    open: TableT[bytes, bytes]
+    # payment id -> Emitted JSON bytes: the last status event sent (replay dedupe).
+    emitted: TableT[bytes, bytes]
 
 
 def declare(app: faust.App, settings: Settings) -> tuple[Topics, Tables]:
@@ -74,15 +73,18 @@ def declare(app: faust.App, settings: Settings) -> tuple[Topics, Tables]:
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
-            value_serializer="raw",
         )
 
-    def table(name: str) -> TableT[bytes, dict[str, Any]]:
+    def table(name: str) -> TableT[bytes, bytes]:
         return app.Table(
             name,
             partitions=partitions,
-            # bytes keys are stored raw (Faust derives the serializer from the type); JSON values.
+            # Keys and values are bytes, stored raw (Faust derives the serializer from the
+            # type; values: JSON bytes of streams.handlers.encode): a recovery from the
+            # changelog writes them to RocksDB without decoding each one; only what is read is
+            # decoded.
             key_type=bytes,
+            value_type=bytes,
             options=ROCKSDB_OPTIONS,
         )
 

@@ -518,6 +518,28 @@ class FakeStripeGateway:
             found = [e for e in self.events if e.created > since]
         yield from (e for e in found if e.type in STATUS_EVENT_TYPES)
 
+    lists_intents_by_created = True
+
+    def intent_pages(self, created_from: int, created_to: int) -> Iterator[list[Intent]] | None:
+        """Intents created in ``[created_from, created_to)``, newest first like Stripe,
+        ``page_size`` a page, one call a page (None when ``lists_intents_by_created`` is off,
+        like the local stand-in)."""
+        if not self.lists_intents_by_created:
+            return None
+        return self._intent_pages(created_from, created_to)
+
+    def _intent_pages(self, created_from: int, created_to: int) -> Iterator[list[Intent]]:
+        with self._lock:
+            found = sorted(
+                (i for i in self.intents.values() if created_from <= i.created < created_to),
+                key=lambda i: (i.created, i.id),
+                reverse=True,
+            )
+        for start in range(0, max(1, len(found)), self.page_size):
+            self._call()
+            with self._lock:
+                yield [i.freeze() for i in found[start : start + self.page_size]]
+
     # test helpers: what a customer does on Stripe's side
     def succeed(self, intent_id: str) -> ProviderEvent:
         with self._lock:

@@ -202,6 +202,8 @@ class StripeGateway:
         self._typed_events: bool | None = None
         # Whether Stripe takes a cancellation_reason (the stand-in does not).
         self._cancel_reasons: bool | None = None
+        # Whether Stripe lists intents by creation time (real Stripe does, the stand-in not).
+        self._intents_by_created: bool | None = None
 
     @property
     def calls(self) -> int:
@@ -406,6 +408,44 @@ class StripeGateway:
                 if not page.has_more or not page.data:
                     break
                 params = {**params, "starting_after": page.data[-1].id}
+
+    def intent_pages(self, created_from: int, created_to: int) -> Iterator[list[Intent]] | None:
+        """PaymentIntents created in ``[created_from, created_to)``, ``PAGE_SIZE`` a call
+        (Stripe's order: newest first). None where Stripe cannot filter by ``created`` (the
+        local stand-in refuses the parameter; probed once)."""
+        if self._intents_by_created is None:
+            try:
+                self.client.v1.payment_intents.list(
+                    params={"limit": 1, "created": {"gte": created_from, "lt": created_to}}
+                )
+                self._intents_by_created = True
+            except stripe.InvalidRequestError:
+                self._intents_by_created = False
+                log.info("payment_intents.list takes no created filter here (local stand-in)")
+            except stripe.StripeError as exc:
+                raise self._fail("list_intents", exc, "probing payment_intents.list") from exc
+        if not self._intents_by_created:
+            return None
+        return self._intent_pages(created_from, created_to)
+
+    def _intent_pages(self, created_from: int, created_to: int) -> Iterator[list[Intent]]:
+        params: dict[str, Any] = {
+            "limit": PAGE_SIZE,
+            "created": {"gte": created_from, "lt": created_to},
+        }
+        action = f"listing PaymentIntents created in [{created_from}, {created_to})"
+        while True:
+            try:
+                page = self.client.v1.payment_intents.list(params=params)  # type: ignore[arg-type]
+            except stripe.StripeError as exc:
+                raise self._fail("list_intents", exc, action) from exc
+            self._observe("list_intents", "ok")
+            intents = [Intent.from_dict(o.to_dict()) for o in page.data]
+            if intents:
+                yield intents
+            if not page.has_more or not intents:
+                return
+            params = {**params, "starting_after": intents[-1].id}
 
 
 class _SweepCursor:

@@ -62,6 +62,15 @@ def test_confirm_matches_stripes_spec(gateway: StripeGateway) -> None:
     assert gateway.calls == calls + 2  # the update and the confirm, each accepted
 
 
+def test_intents_are_listed_by_creation_time(gateway: StripeGateway) -> None:
+    """The stale checks list intents by creation time (created[gte], created[lt], paged)."""
+    gateway.create_intent(payment())
+    listing = gateway.intent_pages(1_700_000_000, 1_700_086_400)
+    assert listing is not None, "Stripe lists PaymentIntents by creation time"
+    listed = [i for page in listing for i in page]
+    assert listed and all(i.id.startswith("pi_") for i in listed)
+
+
 def test_a_parameter_stripe_does_not_know_is_refused(stripe_mock: str) -> None:
     """Proves the mock really validates: the same client with a bogus parameter gets a 400."""
     mock = Settings(

@@ -211,3 +211,27 @@ def test_the_worker_leaves_a_reserve_for_customers(s: Settings) -> None:
         assert customer.acquire(timeout=0), "a customer's call still gets a token at once"
     finally:
         pool.close()
+
+
+def test_one_gateway_serves_many_threads_at_once(s: Settings) -> None:
+    """The API's request threads (gthread) share one gateway: each call gets its own answer
+    (stripe-python keeps one HTTP session per thread) and every attempt is counted once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gateway = StripeGateway(s, RateLimiter(1000, burst=100))
+    payments = [payment() for _ in range(48)]
+    with ThreadPoolExecutor(16) as pool:
+        intents = list(pool.map(gateway.create_intent, payments))
+    assert [i.payment_id for i in intents] == [str(p.id) for p in payments]
+    assert len({i.id for i in intents}) == len(payments)
+    assert gateway.calls == len(payments)
+
+
+def test_the_stand_in_cannot_list_intents_by_creation_time(s: Settings) -> None:
+    """localstripe refuses payment_intents.list's `created` filter: the gateway says so (None),
+    and the workers retrieve their stale payments one by one (real Stripe lists them; the
+    contract test checks that request against stripe-mock)."""
+    gateway = StripeGateway(s, RateLimiter(1000, burst=100))
+    assert gateway.intent_pages(int(time.time()) - 3600, int(time.time())) is None
+    assert gateway.intent_pages(0, 1) is None
+    assert gateway.calls == 1  # probed once

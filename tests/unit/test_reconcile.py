@@ -104,8 +104,9 @@ def test_the_sweep_resolves_what_changed_at_a_cost_independent_of_the_open_count
     assert world.status(canceled) is Status.CANCELED
     assert all(world.status(p) is Status.PENDING for p in payments[3:])
     assert report.sweep is not None and report.sweep.applied == 3
-    # One page of events, no retrieves: 300 open payments cost one call.
-    assert report.retrieved == 0 and world.stripe.calls == 1
+    # One page of events and one (empty) page of the intents that turned an hour old, no
+    # retrieves: 300 open payments cost two calls.
+    assert report.retrieved == 0 and world.stripe.calls == 2
 
 
 def test_a_declined_payment_later_paid_on_the_same_intent_ends_succeeded() -> None:
@@ -243,6 +244,7 @@ def test_a_payment_without_intent_gets_one_once_its_request_is_gone() -> None:
 
 def test_each_payment_is_retrieved_once_when_its_age_passes_the_stale_period() -> None:
     world = World()
+    world.stripe.lists_intents_by_created = False  # one by one, as with the local stand-in
     lost = world.payment(age=3_900)  # passed 1 h within the last interval
     world.stripe.succeed(world.intent_of(lost))
     world.stripe.events.clear()  # the event was lost
@@ -262,6 +264,7 @@ def test_each_payment_is_retrieved_once_when_its_age_passes_the_stale_period() -
 
 def test_checks_over_the_budget_are_deferred_and_come_first_next_cycle() -> None:
     world = World(dataclasses.replace(POLICY, interval_seconds=10))
+    world.stripe.lists_intents_by_created = False  # one by one, as with the local stand-in
     payments = [world.payment(age=3_605) for _ in range(30)]
     first = world.cycle(rps=2, lead_sweep=False)  # budget: 2/s x 10 s / 2 = 10
     assert (first.retrieved, first.deferred) == (10, 20)
@@ -292,3 +295,63 @@ def test_database_errors_end_the_cycle_without_raising() -> None:
     world.repo.transition = broken  # type: ignore[method-assign, assignment]
     report = world.cycle(lead_sweep=False)
     assert report.aborted is not None and report.errors == 5
+
+
+def test_stale_intents_are_listed_by_the_leader_a_hundred_per_call() -> None:
+    world = World()
+    stale = [world.payment(age=3_900 + i) for i in range(250)]
+    for p in stale:  # Stripe made each intent when its payment was stored
+        world.stripe.intents[world.intent_of(p)].created = int(world.now - world.ages[p.id])
+    lost = stale[7]
+    world.stripe.succeed(world.intent_of(lost))
+    world.stripe.events.clear()  # the event was lost
+    young = world.payment(age=1_000)
+    world.stripe.calls = 0
+    report = world.cycle()
+    assert world.status(lost) is Status.SUCCEEDED
+    assert world.status(young) is Status.PENDING
+    assert report.sweep is not None
+    assert (report.sweep.stale_open, report.sweep.stale_applied) == (250, 1)
+    # One page of (no) events, then 250 intents listed 100 a call: 4 calls, not 250.
+    assert report.sweep.intent_pages == 3 and world.stripe.calls == 4
+    assert (report.stale, report.retrieved) == (0, 0)
+    # A worker that does not lead retrieves none of its own: the leader listed them all.
+    other = world.cycle(lead_sweep=False)
+    assert (other.stale, other.retrieved, other.stripe_calls) == (0, 0, 0)
+
+
+def test_every_intent_is_listed_once_when_its_own_age_passes_the_stale_period() -> None:
+    world = World()
+    # The payment is old, but its intent was made just now (an abandoned creation finished).
+    late = world.payment(age=3_950)
+    world.stripe.succeed(world.intent_of(late))
+    world.stripe.events.clear()
+    looked = 0
+    for _ in range(8):  # 80 minutes of cycles, 10 minutes apart
+        report = world.cycle()
+        assert report.sweep is not None
+        looked += report.sweep.stale_open
+        world.now += 600
+        world.ages = {pid: age + 600 for pid, age in world.ages.items()}
+    assert looked == 1
+    assert world.status(late) is Status.SUCCEEDED
+
+
+def test_checks_wait_on_stripe_side_by_side() -> None:
+    """Expiries are canceled at Stripe several at a time: four cancels meet at a barrier that
+    one-at-a-time checks could never pass (each would wait for the others, then time out)."""
+    import threading
+
+    world = World(dataclasses.replace(POLICY, concurrency=4))
+    payments = [world.payment(age=90_000) for _ in range(8)]
+    barrier = threading.Barrier(4, timeout=10)
+    cancel = world.stripe.cancel_intent
+
+    def cancel_together(intent_id: str, *, reason: str):  # type: ignore[no-untyped-def]
+        barrier.wait()
+        return cancel(intent_id, reason=reason)
+
+    world.stripe.cancel_intent = cancel_together  # type: ignore[method-assign]
+    report = world.cycle(lead_sweep=False)
+    assert (report.expired, report.errors) == (8, 0)
+    assert all(world.status(p) is Status.EXPIRED for p in payments)

@@ -138,3 +138,16 @@ def test_delete_removes_the_entry() -> None:
     decision = decide(change(Op.DELETE, row(Status.PENDING, 1), None), None)
     assert decision.entry is None and decision.emit is None
     assert set(decision.stale_keys) == {NO_INTENT_KEY, INTENT_KEY}
+
+
+def test_a_stored_entry_tells_its_status_from_its_first_bytes() -> None:
+    from streams.handlers import OpenEntry, decode, encode, status_of
+
+    for status in (Status.PENDING, Status.FAILED):
+        entry = OpenEntry(uuid.uuid4(), status, 1_700_000_000.5, "pi_1", 1999, "usd")
+        raw = encode(entry.to_json())
+        assert status_of(raw) is status
+        assert OpenEntry.from_json(decode(raw)) == entry
+    # An entry stored before (another key order, spaces) is decoded instead.
+    old = b'{"payment_id": "x", "status": "failed", "created_at": 1.0}'
+    assert status_of(old) is Status.FAILED

@@ -1,15 +1,27 @@
 """Connection pools for the primary and the replicas. Built closed, opened in the factory.
 
 Call these from an app factory or a worker's startup (after any fork), never at import time.
+
+Connections are in autocommit: a single statement is one round trip and commits on its own;
+a use case that needs several statements in one transaction opens one (``conn.transaction()``,
+an explicit BEGIN ... COMMIT). A connection is checked (an empty query) before it is handed out
+only when it sat idle in the pool for a while: a connection used moments ago is alive, and the
+check would be one more round trip on every checkout.
 """
 
 from __future__ import annotations
 
+import time
+import weakref
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from payments.settings import Settings
+
+# A connection idle for longer than this is checked before use (the server may have gone).
+CHECK_IDLE_AFTER_SECONDS = 2.0
 
 
 def _connect_kwargs(settings: Settings) -> dict[str, Any]:
@@ -18,7 +30,27 @@ def _connect_kwargs(settings: Settings) -> dict[str, Any]:
         # Every statement is bounded; a stuck query must not hold a request forever.
         "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
         "application_name": "payments",
+        "autocommit": True,
     }
+
+
+class _IdleCheck:
+    """The pool's ``reset`` (notes when a connection came back) and ``check`` (pings only a
+    connection that has been idle longer than ``idle_after`` seconds, or is already known bad)."""
+
+    def __init__(self, idle_after: float = CHECK_IDLE_AFTER_SECONDS) -> None:
+        self.idle_after = idle_after
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def reset(self, conn: psycopg.Connection[Any]) -> None:
+        self._returned[conn] = time.monotonic()
+
+    def check(self, conn: psycopg.Connection[Any]) -> None:
+        returned = self._returned.get(conn)
+        if conn.broken or returned is None or time.monotonic() - returned > self.idle_after:
+            ConnectionPool.check_connection(conn)
 
 
 def make_pool(
@@ -32,6 +64,7 @@ def make_pool(
 ) -> ConnectionPool:
     """A pool on ``conninfo``, opened now. ``wait`` blocks until ``min_size`` connections exist
     (raising ``PoolTimeout`` after the connect timeout); otherwise it fills in the background."""
+    idle = _IdleCheck()
     pool = ConnectionPool(
         conninfo,
         min_size=min_size if min_size is not None else settings.db_pool_min,
@@ -40,7 +73,8 @@ def make_pool(
         open=False,
         name=name,
         timeout=float(settings.db_connect_timeout_seconds) * 2,
-        check=ConnectionPool.check_connection,
+        check=idle.check,
+        reset=idle.reset,
         reconnect_timeout=60.0,
     )
     pool.open(wait=wait, timeout=float(settings.db_connect_timeout_seconds) * 2)

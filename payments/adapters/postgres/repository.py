@@ -1,8 +1,10 @@
 """``PostgresRepository``: the ``PaymentRepository`` port over the stores of this package.
 
 Writes go to the primary, one transaction per use-case step: a status change and its audit row
-commit together, a webhook's inbox row and its effect commit together. Reads of single payments
-may go to a replica (``get_for_read``), falling back to the primary.
+commit together, a webhook's inbox row and its effect commit together. A step that is one
+statement (storing a payment, attaching its intent, a claim, a read) runs in autocommit: one
+round trip, no BEGIN/COMMIT around it. Reads of single payments may go to a replica
+(``get_for_read``), falling back to the primary.
 """
 
 from __future__ import annotations
@@ -64,6 +66,14 @@ class PostgresRepository:
             yield cur
 
     @contextmanager
+    def _statement(self) -> Iterator[Cursor]:
+        """A cursor on the primary in autocommit: each statement commits on its own, in one
+        round trip. For steps that are one write (plus, at most, a read that explains a refusal)
+        or only reads; ``_tx`` for several writes that must commit together."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            yield cur
+
+    @contextmanager
     def _replica(self) -> Iterator[Cursor]:
         assert self.read_pool is not None
         with (
@@ -82,7 +92,7 @@ class PostgresRepository:
 
     def get(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment | None:
         """Read from the primary (always current); with ``tenant_id``, only that tenant's."""
-        with self._tx() as cur:
+        with self._statement() as cur:
             return payment_store.get(cur, payment_id, tenant_id)
 
     def get_for_read(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment | None:
@@ -101,11 +111,11 @@ class PostgresRepository:
         return self.get(payment_id, tenant_id=tenant_id)
 
     def open_payments(self, payment_ids: Iterable[UUID]) -> dict[UUID, Payment]:
-        with self._tx() as cur:
+        with self._statement() as cur:
             return payment_store.open_by_ids(cur, payment_ids)
 
     def open_payments_by_intent(self, intent_ids: Iterable[str]) -> dict[str, Payment]:
-        with self._tx() as cur:
+        with self._statement() as cur:
             return payment_store.open_by_intents(cur, intent_ids)
 
     def list_page(
@@ -130,21 +140,21 @@ class PostgresRepository:
                     return page(cur)
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 log.warning("replica list failed, using primary", error=str(exc))
-        with self._tx() as cur:
+        with self._statement() as cur:
             return page(cur)
 
     def events(self, payment_id: UUID) -> list[AuditEvent]:
         """The audit trail of one payment, oldest first."""
-        with self._tx() as cur:
+        with self._statement() as cur:
             return audit.events(cur, payment_id)
 
     def webhooks(self, payment_id: UUID, *, limit: int = 50) -> list[InboxEvent]:
         """The webhook events recorded for one payment (primary), oldest first."""
-        with self._tx() as cur:
+        with self._statement() as cur:
             return inbox.for_payment(cur, payment_id, limit)
 
     def count_by_status(self) -> dict[Status, int]:
-        with self._tx() as cur:
+        with self._statement() as cur:
             return payment_store.count_by_status(cur)
 
     # -- writes -----------------------------------------------------------------------------
@@ -154,7 +164,7 @@ class PostgresRepository:
 
         Concurrent inserts with one key: exactly one gets ``created=True``.
         """
-        with self._tx() as cur:
+        with self._statement() as cur:
             try:
                 payment, created, claimed_at = payment_store.insert_pending(cur, new)
             except LookupError as exc:
@@ -164,18 +174,18 @@ class PostgresRepository:
     def claim_creation(self, payment_id: UUID, *, lease_seconds: float = 60.0) -> Payment | None:
         """Take the right to create this payment's intent, if nobody took it in the last
         ``lease_seconds``. None when the payment has an intent, is not pending, or is held."""
-        with self._tx() as cur:
+        with self._statement() as cur:
             return payment_store.claim_creation(cur, payment_id, lease_seconds)
 
     def release_creation(self, payment_id: UUID) -> None:
         """Give up the creation claim after a failed Stripe call, so a retry may claim at once."""
-        with self._tx() as cur:
+        with self._statement() as cur:
             payment_store.release_creation(cur, payment_id)
 
     def attach_intent(self, payment_id: UUID, intent: Intent) -> Payment:
         """Store the payment's intent. Attaching the same intent again is harmless; another
         intent, or one for other money, is refused (``Conflict``)."""
-        with self._tx() as cur:
+        with self._statement() as cur:
             attached = payment_store.attach_intent(cur, payment_id, intent)
             current = attached or payment_store.get(cur, payment_id)
         if attached is not None:
@@ -216,7 +226,7 @@ class PostgresRepository:
 
     def record_provider_status(self, payment_id: UUID, intent: Intent) -> TransitionResult:
         """Record Stripe's own status without changing ours (e.g. ``requires_action``)."""
-        with self._tx() as cur:
+        with self._statement() as cur:
             result = payment_store.record_provider_status(cur, payment_id, intent)
         if result.outcome is TransitionOutcome.FOREIGN_INTENT:
             log.warning(
@@ -275,9 +285,9 @@ class PostgresRepository:
     # -- cursors ----------------------------------------------------------------------------
 
     def get_cursor(self, name: str) -> str | None:
-        with self._tx() as cur:
+        with self._statement() as cur:
             return cursors.get(cur, name)
 
     def set_cursor(self, name: str, value: str) -> None:
-        with self._tx() as cur:
+        with self._statement() as cur:
             cursors.put(cur, name, value)
