@@ -299,10 +299,6 @@ class Reconciler:
         expired_before = now - policy.ttl_seconds
         stale_at = now - policy.stale_after_seconds
 
-        def waiting(pid: UUID) -> bool:
-            retry = self.retries.get(pid)
-            return retry is not None and retry.next_at > now
-
         def candidates() -> Iterator[Due]:
             for entry in table.created_between(0.0, expired_before):
                 yield _due(Check.EXPIRE, entry)
@@ -311,19 +307,33 @@ class Reconciler:
                     yield _due(Check.CREATE, entry)
             yield from self._owed.values()
 
+        # First attempts come first; checks that failed before (an intent Stripe does not
+        # know, one that cannot be canceled) take what is left, fewest failures first: old
+        # payments that keep failing never starve the others of the budget.
         due: list[Due] = []
-        seen: set[UUID] = set()
+        again: list[tuple[int, Due]] = []
+        considered: set[UUID] = set()
         deferred = 0
         for item in candidates():
-            if item.payment_id in seen or waiting(item.payment_id):
+            if item.payment_id in considered:
                 continue
-            if len(due) < budget:
-                seen.add(item.payment_id)
+            considered.add(item.payment_id)
+            retry = self.retries.get(item.payment_id)
+            if retry is not None and retry.next_at > now:
+                continue
+            if retry is None and len(due) < budget:
                 due.append(item)
-                continue
-            deferred += 1
+            elif retry is not None and len(again) < DEFERRED_COUNT_CAP * budget:
+                again.append((retry.attempts, item))
+            else:
+                deferred += 1
             if deferred >= DEFERRED_COUNT_CAP * budget:
                 break  # a backlog: the rest waits for the next cycles, uncounted
+        again.sort(key=lambda pair: pair[0])  # stable: oldest first among equals
+        room = budget - len(due)
+        due += [item for _, item in again[:room]]
+        deferred += max(0, len(again) - room)
+        seen = {item.payment_id for item in due}
         # Owed retrievals that did not fit stay owed (first in line next cycle).
         self._owed = {d.payment_id: d for d in self._owed.values() if d.payment_id not in seen}
         self.retries = {pid: r for pid, r in self.retries.items() if r.next_at > now - 86_400}

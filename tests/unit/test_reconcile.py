@@ -229,6 +229,29 @@ def test_a_payment_that_cannot_be_expired_is_retried_later_with_a_growing_delay(
     assert payment.id not in world.reconciler.retries
 
 
+def test_checks_that_keep_failing_never_starve_the_payments_behind_them() -> None:
+    """Forty old payments past the TTL whose intents Stripe does not know (another account, a
+    stand-in reset): each fails every time it is tried, and is never expired on that absence.
+    A younger payment past the TTL and one still without an intent get their checks in the
+    next cycle all the same, though the old ones alone fill the budget (10 a cycle)."""
+    world = World(dataclasses.replace(POLICY, interval_seconds=10))
+    unknown = [world.payment(age=100_000) for _ in range(40)]
+    for payment in unknown:
+        del world.stripe.intents[world.intent_of(payment)]
+    for _ in range(4):
+        world.cycle(rps=2, lead_sweep=False)
+        world.now += 60
+
+    expiring = world.payment(age=90_000)
+    creating = world.payment(with_intent=False, age=120)
+    world.cycle(rps=2, lead_sweep=False)
+
+    assert world.status(expiring) is Status.EXPIRED
+    assert world.stripe.intents[world.intent_of(expiring)].status == "canceled"
+    assert world.repo.get(creating.id).provider_payment_id is not None  # type: ignore[union-attr]
+    assert all(world.status(p) is Status.PENDING for p in unknown)
+
+
 def test_a_payment_without_intent_gets_one_once_its_request_is_gone() -> None:
     world = World()
     orphan = world.payment(with_intent=False, age=120)
