@@ -119,8 +119,13 @@ class PaymentsWorker:
     def _register_agent(self) -> None:
         @self.app.agent(self.topics.changes, name="payment-changes")
         async def process_changes(stream: faust.StreamT[bytes]) -> None:
-            async for event in stream.events():
+            # Acknowledged by hand, once handled: Faust's own acknowledgement sits in a
+            # `finally`, so an agent stopped (SIGTERM, rebalance) while its status event waits
+            # for the broker would have the change committed and the event never sent.
+            manual = stream.noack()
+            async for event in manual.events():
                 await self._handle(event)
+                await manual.ack(event)
 
         @self.app.task  # type: ignore[untyped-decorator]
         async def declare_outputs() -> None:

@@ -370,3 +370,61 @@ def test_a_failed_payment_stays_tracked_and_a_later_payment_with_a_lost_webhook_
     ]
     assert events[-1]["event_id"] == f"{pid}:{version}"
     wait_for("the paid payment to leave the open table", lambda: not is_open(settings, pid))
+
+
+@contextmanager
+def status_topic_refusing_events(settings: Settings) -> Iterator[Callable[[], None]]:
+    """The broker refuses every record on the status topic (``max.message.bytes`` below any
+    event) until the returned ``heal()`` or the end: a status event that is never acknowledged,
+    while the change topic keeps flowing."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    resource = ConfigResourceType.TOPIC
+
+    def heal() -> None:
+        admin.reset_configs(
+            [ConfigResource(resource, settings.status_topic, {"max.message.bytes": None})]
+        )
+
+    admin.alter_configs(
+        [ConfigResource(resource, settings.status_topic, {"max.message.bytes": "64"})]
+    )
+    try:
+        yield heal
+    finally:
+        heal()
+        admin.close()
+
+
+def test_a_status_event_the_broker_refuses_is_retried_and_sent_after_a_stop(
+    settings: Settings, status_tail: CdcTail
+) -> None:
+    """The worker stopped (SIGTERM) while the broker refuses a status event: the change is not
+    committed as done, and the restarted worker sends the event, once."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        pid = str(insert_payment(conn))
+        wait_for("the payment in the worker's table", lambda: is_open(settings, pid))
+        with status_topic_refusing_events(settings) as heal:
+            conn.execute(
+                "UPDATE payments SET status = 'succeeded', version = version + 1 WHERE id = %s",
+                (pid,),
+            )
+            health = wait_for(
+                "the worker reporting its blocked partition",
+                lambda: (
+                    (r := requests.get(f"{WORKER}/healthz", timeout=5)).status_code == 503
+                    and r.json()
+                ),
+            )
+            assert health["status"] == "blocked"
+            assert not status_tail.events_for(pid, timeout=3), "the broker took the event"
+            stack("stop", "worker")
+            heal()
+        stack("start", "worker")
+    status_tail.events_for(pid, timeout=120)
+    status_tail.records(5, lambda _: False)  # a second copy would arrive meanwhile
+    events = [json.loads(r.value) for r in status_tail.seen if r.key == pid.encode()]
+    assert [e["event_id"] for e in events] == [f"{pid}:2"], events
+    assert events[0]["status"] == "succeeded" and events[0]["previous_status"] == "pending"
+    wait_for("the worker healthy again", lambda: requests.get(f"{WORKER}/healthz", timeout=5).ok)
