@@ -191,7 +191,19 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
             seen = announced()
             return seen if wanted <= set(seen) else None
 
-        events = wait_for("every status change announced", all_announced)
+        try:
+            events = wait_for("every status change announced", all_announced)
+        except AssertionError:
+            missing = sorted(wanted - set(announced()))
+            states = {u: get(u, "/stats/") for u in survivors}
+            raise AssertionError(
+                f"{len(missing)} of {len(wanted)} status changes never announced, e.g. "
+                f"{missing[:5]}; survivors: "
+                + "; ".join(
+                    f"{u} active {(st or {}).get('partitions')} blocked {(st or {}).get('blocked')}"
+                    for u, st in states.items()
+                )
+            ) from None
         assert set(events) == wanted, "an event without a change behind it"
         duplicates = sum(n - 1 for n in events.values())
         print(f"failover: {len(wanted)} status changes, {duplicates} duplicate deliveries")
