@@ -122,6 +122,7 @@ class PaymentsWorker:
             # Acknowledged by hand, once handled: Faust's own acknowledgement sits in a
             # `finally`, so an agent stopped (SIGTERM, rebalance) while its status event waits
             # for the broker would have the change committed and the event never sent.
+            assert isinstance(stream, faust.Stream)  # noack() is not on the StreamT protocol
             manual = stream.noack()
             async for event in manual.events():
                 await self._handle(event)
