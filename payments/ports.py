@@ -251,6 +251,16 @@ class PageCursor:
         return cursor
 
 
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A reconciliation check that failed: how many times, when it may run again (epoch
+    seconds) and the last error. Kept by the repository across restarts."""
+
+    attempts: int
+    next_at: float
+    reason: str
+
+
 class PaymentRepository(Protocol):
     """What the use cases need from storage (``PostgresRepository`` or the test fake)."""
 
@@ -291,6 +301,10 @@ class PaymentRepository(Protocol):
 
     def get_cursor(self, name: str) -> str | None: ...
     def set_cursor(self, name: str, value: str) -> None: ...
+
+    def load_retries(self, *, forget_before: float) -> dict[UUID, Retry]: ...
+    def save_retry(self, payment_id: UUID, retry: Retry) -> None: ...
+    def drop_retry(self, payment_id: UUID) -> None: ...
 
 
 class PaymentGateway(Protocol):

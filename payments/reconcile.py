@@ -47,6 +47,7 @@ from payments.ports import (
     PaymentGateway,
     PaymentRepository,
     ProviderEvent,
+    Retry,
     StatusChange,
     TransitionOutcome,
 )
@@ -61,6 +62,9 @@ STALE_CURSOR = "stripe-intents-created"
 CREATION_GRACE_SECONDS = 30.0
 # A cycle gives up after this many infrastructure errors in a row (the database is down).
 MAX_ERRORS_IN_A_ROW = 5
+# A failed check whose payment has not come up again for this long is forgotten (it left the
+# table: a webhook or the sweep settled it).
+RETRIES_KEPT_SECONDS = 86_400
 # Ids kept in a report, as a sample; the figures are counts.
 SAMPLE = 20
 # The stale listing walks creation times by slices this long, storing its cursor after each.
@@ -98,13 +102,6 @@ class Due:
     status: Status
     created_at: float
     provider_payment_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    attempts: int
-    next_at: float
-    reason: str
 
 
 @dataclass
@@ -299,6 +296,8 @@ class Reconciler:
         expired_before = now - policy.ttl_seconds
         stale_at = now - policy.stale_after_seconds
 
+        self.retries = self._load_retries(now)
+
         def candidates() -> Iterator[Due]:
             for entry in table.created_between(0.0, expired_before):
                 yield _due(Check.EXPIRE, entry)
@@ -336,7 +335,6 @@ class Reconciler:
         seen = {item.payment_id for item in due}
         # Owed retrievals that did not fit stay owed (first in line next cycle).
         self._owed = {d.payment_id: d for d in self._owed.values() if d.payment_id not in seen}
-        self.retries = {pid: r for pid, r in self.retries.items() if r.next_at > now - 86_400}
         stale_window = (max(expired_before, stale_at - window), stale_at)
         return Plan(
             due,
@@ -403,7 +401,8 @@ class Reconciler:
         if exc is None:
             for name in counted:
                 setattr(report, name, getattr(report, name) + 1)
-            self.retries.pop(item.payment_id, None)
+            if self.retries.pop(item.payment_id, None) is not None:
+                self._remember(self.repo.drop_retry, item.payment_id)
             self._in_a_row = 0
             return
         report.errors += 1
@@ -480,7 +479,9 @@ class Reconciler:
         previous = self.retries.get(item.payment_id)
         attempts = (previous.attempts if previous else 0) + 1
         delay = min(self.policy.retry_after_seconds * 2 ** (attempts - 1), self.policy.ttl_seconds)
-        self.retries[item.payment_id] = Retry(attempts, self._clock() + delay, str(exc)[:300])
+        retry = Retry(attempts, self._clock() + delay, str(exc)[:300])
+        self.retries[item.payment_id] = retry
+        self._remember(self.repo.save_retry, item.payment_id, retry)
         log.warning(
             "reconciliation check failed; retried later",
             payment_id=str(item.payment_id),
@@ -489,6 +490,23 @@ class Reconciler:
             retry_in_seconds=round(delay),
             error=str(exc),
         )
+
+    def _load_retries(self, now: float) -> dict[UUID, Retry]:
+        """The failed checks as the database has them (every worker's, across restarts and
+        rebalances); what this worker knows when the database cannot say."""
+        try:
+            return self.repo.load_retries(forget_before=now - RETRIES_KEPT_SECONDS)
+        except Exception as exc:
+            log.warning("failed checks not readable; using this worker's own", error=str(exc))
+            return self.retries
+
+    def _remember(self, write: Callable[..., None], *args: Any) -> None:
+        """Store a failed check (or that it passed); a database error only costs the order of
+        the next cycles, never the cycle."""
+        try:
+            write(*args)
+        except Exception as exc:
+            log.warning("failed check not stored", error=str(exc))
 
     def _check(self, item: Due) -> tuple[str, ...]:
         """One check (in a pool thread); the report's counters it adds to."""

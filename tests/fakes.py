@@ -32,6 +32,7 @@ from payments.ports import (
     NewPayment,
     PageCursor,
     ProviderEvent,
+    Retry,
     StatusChange,
     TransitionOutcome,
     TransitionResult,
@@ -53,6 +54,7 @@ class FakePaymentRepository:
         self.audit: list[AuditEvent] = []
         self.inbox: dict[str, dict[str, Any]] = {}
         self.cursors: dict[str, str] = {}
+        self.retries: dict[UUID, Retry] = {}
         self._ids = itertools.count(1)
         self._tick = itertools.count()
 
@@ -337,6 +339,19 @@ class FakePaymentRepository:
     def set_cursor(self, name: str, value: str) -> None:
         with self._lock:
             self.cursors[name] = value
+
+    def load_retries(self, *, forget_before: float) -> dict[UUID, Retry]:
+        with self._lock:
+            self.retries = {k: r for k, r in self.retries.items() if r.next_at >= forget_before}
+            return dict(self.retries)
+
+    def save_retry(self, payment_id: UUID, retry: Retry) -> None:
+        with self._lock:
+            self.retries[payment_id] = retry
+
+    def drop_retry(self, payment_id: UUID) -> None:
+        with self._lock:
+            self.retries.pop(payment_id, None)
 
 
 @dataclass

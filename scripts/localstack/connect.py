@@ -48,6 +48,9 @@ status.storage.replication.factor={rf}
 offset.storage.partitions={INTERNAL_TOPICS["connect-offsets"]}
 status.storage.partitions={INTERNAL_TOPICS["connect-status"]}
 offset.flush.interval.ms=1000
+# A worker that fell out of its group (the broker gone for a minute) gets its connector and task
+# back within 10 s, not after the default 5 minutes kept for a worker expected to return.
+scheduled.rebalance.max.delay.ms=10000
 topic.creation.enable=true
 plugin.path={cfg.jvm / "plugins"}
 config.providers=env

@@ -18,6 +18,7 @@ from payments.ports import (
     NewPayment,
     PageCursor,
     ProviderEvent,
+    Retry,
     StatusChange,
     TransitionOutcome,
 )
@@ -212,6 +213,22 @@ def test_keyset_pages_and_cursors(repo: PostgresRepository, s: Settings) -> None
     repo.set_cursor(name, "1")
     repo.set_cursor(name, "2")
     assert repo.get_cursor(name) == "2"
+
+
+def test_failed_checks_are_kept_until_they_pass_or_are_long_forgotten(
+    repo: PostgresRepository,
+) -> None:
+    failing, passing, forgotten = (new_payment(repo) for _ in range(3))
+    now = 1_800_000_000.0
+    repo.save_retry(failing, Retry(1, now + 60, "Stripe: no such PaymentIntent"))
+    repo.save_retry(failing, Retry(2, now + 120, "Stripe: no such PaymentIntent"))
+    repo.save_retry(passing, Retry(1, now + 60, "timeout"))
+    repo.save_retry(forgotten, Retry(3, now - 90_000, "timeout"))
+    repo.drop_retry(passing)
+    kept = repo.load_retries(forget_before=now - 86_400)
+    assert kept.get(failing) == Retry(2, now + 120, "Stripe: no such PaymentIntent")
+    assert passing not in kept and forgotten not in kept
+    assert forgotten not in repo.load_retries(forget_before=0.0), "forgotten for good"
 
 
 def test_reads_come_from_a_replica_and_fall_back_to_the_primary(

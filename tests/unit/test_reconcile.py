@@ -33,11 +33,16 @@ class World:
         self.service = PaymentService(self.repo, self.stripe)
         self.now = time.time()
         self.ages: dict[uuid.UUID, float] = {}
+        self.policy = policy
+        self.restart()
+
+    def restart(self) -> None:
+        """A new worker process: the reconciler's memory is gone, the database stays."""
         self.reconciler = Reconciler(
             self.repo,
             self.stripe,
             self.service,
-            policy,
+            self.policy,
             calls=lambda: self.stripe.calls,
             clock=lambda: self.now,
         )
@@ -233,7 +238,8 @@ def test_checks_that_keep_failing_never_starve_the_payments_behind_them() -> Non
     """Forty old payments past the TTL whose intents Stripe does not know (another account, a
     stand-in reset): each fails every time it is tried, and is never expired on that absence.
     A younger payment past the TTL and one still without an intent get their checks in the
-    next cycle all the same, though the old ones alone fill the budget (10 a cycle)."""
+    next cycle all the same, though the old ones alone fill the budget (10 a cycle), and though
+    the worker restarted in between."""
     world = World(dataclasses.replace(POLICY, interval_seconds=10))
     unknown = [world.payment(age=100_000) for _ in range(40)]
     for payment in unknown:
@@ -241,6 +247,7 @@ def test_checks_that_keep_failing_never_starve_the_payments_behind_them() -> Non
     for _ in range(4):
         world.cycle(rps=2, lead_sweep=False)
         world.now += 60
+    world.restart()  # what failed is remembered across a restart
 
     expiring = world.payment(age=90_000)
     creating = world.payment(with_intent=False, age=120)

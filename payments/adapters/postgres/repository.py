@@ -32,6 +32,7 @@ from payments.ports import (
     NewPayment,
     PageCursor,
     ProviderEvent,
+    Retry,
     StatusChange,
     TransitionOutcome,
     TransitionResult,
@@ -291,3 +292,16 @@ class PostgresRepository:
     def set_cursor(self, name: str, value: str) -> None:
         with self._statement() as cur:
             cursors.put(cur, name, value)
+
+    def load_retries(self, *, forget_before: float) -> dict[UUID, Retry]:
+        """Failed reconciliation checks, after forgetting those not due since ``forget_before``."""
+        with self._statement() as cur:
+            return cursors.load_retries(cur, forget_before)
+
+    def save_retry(self, payment_id: UUID, retry: Retry) -> None:
+        with self._statement() as cur:
+            cursors.save_retry(cur, payment_id, retry)
+
+    def drop_retry(self, payment_id: UUID) -> None:
+        with self._statement() as cur:
+            cursors.drop_retry(cur, payment_id)
