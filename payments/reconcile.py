@@ -155,7 +155,7 @@ class CycleReport:
 
 @dataclass(frozen=True)
 class Plan:
-    """``due``: the expiries, creations and owed retrievals of this cycle (within the budget);
+    """``due``: the creations, expiries and owed retrievals of this cycle (within the budget);
     ``stale_window``: the creation times whose payments passed ``stale_after`` since the last
     plan, read from the table while the checks run."""
 
@@ -284,9 +284,9 @@ class Reconciler:
     # -- 2. one-by-one checks of owned partitions --------------------------------------------
 
     def plan(self, table: OpenPayments, partitions: Sequence[int], *, budget: int) -> Plan:
-        """What this cycle checks, read by age from the table: expiries, creations and owed
-        retrievals up to ``budget``, counted (not held) past it; the stale payments are only a
-        window of creation times here, read by ``check``."""
+        """What this cycle checks, read by age from the table: creations (a customer waits),
+        expiries and owed retrievals up to ``budget``, counted (not held) past it; the stale
+        payments are only a window of creation times here, read by ``check``."""
         now = self._clock()
         policy = self.policy
         interval = policy.interval_seconds
@@ -299,11 +299,12 @@ class Reconciler:
         self.retries = self._load_retries(now)
 
         def candidates() -> Iterator[Due]:
-            for entry in table.created_between(0.0, expired_before):
-                yield _due(Check.EXPIRE, entry)
+            # A customer waits on a creation (the API answered 202); an expiry is housekeeping.
             for entry in table.without_intent(now - CREATION_GRACE_SECONDS):
                 if entry.status is Status.PENDING and entry.created_at >= expired_before:
                     yield _due(Check.CREATE, entry)
+            for entry in table.created_between(0.0, expired_before):
+                yield _due(Check.EXPIRE, entry)
             yield from self._owed.values()
 
         # First attempts come first; checks that failed before (an intent Stripe does not

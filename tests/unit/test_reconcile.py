@@ -259,6 +259,17 @@ def test_checks_that_keep_failing_never_starve_the_payments_behind_them() -> Non
     assert all(world.status(p) is Status.PENDING for p in unknown)
 
 
+def test_a_waiting_customer_is_served_before_a_backlog_of_expiries() -> None:
+    """The API answered 202 (Stripe was down); thirty payments reached their TTL meanwhile,
+    three times the cycle's budget. The customer's intent is made in the next cycle."""
+    world = World(dataclasses.replace(POLICY, interval_seconds=10))
+    backlog = [world.payment(age=90_000) for _ in range(30)]
+    waiting = world.payment(with_intent=False, age=60)
+    report = world.cycle(rps=2, lead_sweep=False)  # budget: 10 calls
+    assert world.repo.get(waiting.id).provider_payment_id is not None  # type: ignore[union-attr]
+    assert report.deferred > 0 and sum(world.status(p) is Status.EXPIRED for p in backlog) > 0
+
+
 def test_a_payment_without_intent_gets_one_once_its_request_is_gone() -> None:
     world = World()
     orphan = world.payment(with_intent=False, age=120)
