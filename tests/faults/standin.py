@@ -45,6 +45,10 @@ import requests
 
 from tests.stack_support import ROOT
 
+sys.path.insert(0, str(ROOT / "scripts"))
+# The stack's own check (a zombie is not alive).
+from localstack.processes import alive
+
 SHARED_PICKLE = Path("/tmp/localstripe.pickle")
 # Stripe's documented values of PaymentIntent.cancellation_reason that a caller may send.
 CANCELLATION_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer", "abandoned"})
@@ -377,20 +381,6 @@ class StandIn:
         deadline = time.monotonic() + 30
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-
-
-def alive(pid: int | None) -> bool:
-    """Whether process ``pid`` runs (a zombie does not)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(FileNotFoundError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
-            return False
-    return True
 
 
 if __name__ == "__main__":
