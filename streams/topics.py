@@ -72,7 +72,10 @@ def declare(app: faust.App, settings: Settings) -> tuple[Topics, Tables]:
             internal=True,
             key_type=bytes,
             value_type=bytes,
+            # Raw both ways: a value that is not JSON must reach the agent (and the DLQ), not
+            # be dropped by Faust's codec before it.
             key_serializer="raw",
+            value_serializer="raw",
         )
 
     def table(name: str) -> TableT[bytes, bytes]:
