@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 import faust
-from faust.types import TP, EventT
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -34,6 +34,7 @@ from streams import handlers
 from streams.emitter import StatusEmitter, backoff
 from streams.metrics import WorkerMetrics
 from streams.open_table import OpenTable, partition_items, partitions_of
+from streams.sequence import ChangeSequence, KafkaRangeReader, RangeReader, Record
 from streams.topics import Tables, Topics, declare
 
 log = get_logger("streams")
@@ -54,7 +55,12 @@ class PaymentsWorker:
     """The Faust app and what it works with, without attributes hung on the app."""
 
     def __init__(
-        self, settings: Settings, *, store: str = "rocksdb://", core: Core | None = None
+        self,
+        settings: Settings,
+        *,
+        store: str = "rocksdb://",
+        core: Core | None = None,
+        reader: RangeReader | None = None,
     ) -> None:
         configure_logging(settings.log_level)
         self.settings = settings
@@ -88,6 +94,14 @@ class PaymentsWorker:
         self.metrics = WorkerMetrics()
         self.open = OpenTable(self.app, self.tables.open)
         self.emitter = StatusEmitter(self.topics.status_updates, self.metrics)
+        self.sequence = ChangeSequence(
+            reader
+            or KafkaRangeReader(
+                settings.kafka_bootstrap_servers,
+                settings.cdc_payments_topic,
+                settings.worker_app_id,
+            )
+        )
         self.last_cycle: CycleReport | None = None
         self._cycle_lock = asyncio.Lock()
         self._core = core
@@ -125,7 +139,7 @@ class PaymentsWorker:
             assert isinstance(stream, faust.Stream)  # noack() is not on the StreamT protocol
             manual = stream.noack()
             async for event in manual.events():
-                await self._handle(event)
+                await self._handle_in_order(event.message)
                 await manual.ack(event)
 
         @self.app.task  # type: ignore[untyped-decorator]
@@ -135,12 +149,27 @@ class PaymentsWorker:
             for topic in (self.topics.status_updates, self.topics.dead_letters):
                 await topic.maybe_declare()
 
-    async def _handle(self, event: EventT[bytes]) -> None:
-        message = event.message
+    async def _handle_in_order(self, message: Record) -> None:
+        """The change, after any of its partition's records the consumer skipped; nothing for
+        a record already applied (see ``streams.sequence``)."""
+        missing = await self.sequence.missing_before(message.partition, message.offset)
+        if missing is None:
+            self.metrics.redelivered.inc()
+            return
+        for record in missing:
+            self.metrics.refetched.inc()
+            await self._handle(record)
+            self.sequence.applied(record.partition, record.offset)
+        await self._handle(message)
+        self.sequence.applied(message.partition, message.offset)
+
+    async def _handle(self, message: Record) -> None:
+        """One record of the change topic (a Faust message, or a record read back by
+        ``streams.sequence``: both have topic, partition, offset, key and value)."""
         try:
             change = decode(message.value)
         except DecodeError as exc:
-            await self._dead_letter(event, exc)
+            await self._dead_letter(message, exc)
             return
         if change is None:
             return
@@ -153,7 +182,7 @@ class PaymentsWorker:
                 partition=message.partition,
                 offset=message.offset,
             )
-            await self._dead_letter(event, exc)
+            await self._dead_letter(message, exc)
         self._maybe_purge_emitted(message.partition)
 
     async def apply_change(self, change: PaymentChange, partition: int) -> None:
@@ -185,10 +214,9 @@ class PaymentsWorker:
                 version=change.after.version if change.after else None,
             )
 
-    async def _dead_letter(self, event: EventT[bytes], exc: Exception) -> None:
+    async def _dead_letter(self, message: Record, exc: Exception) -> None:
         """The record, as it came, on the DLQ with the error in its headers; retried until the
         broker has it (a record is never dropped)."""
-        message = event.message
         self.metrics.dead_letters.inc()
         log.error(
             "change record dead-lettered",
@@ -257,9 +285,15 @@ class PaymentsWorker:
                 )
 
         async def revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-            self.open.forget(partitions_of(revoked, self.settings.cdc_payments_topic))
+            partitions = partitions_of(revoked, self.settings.cdc_payments_topic)
+            self.open.forget(partitions)
+            self.sequence.forget(partitions)
+
+        async def shutdown(sender: Any, **kwargs: Any) -> None:
+            await self.sequence.reader.close()
 
         self.app.on_rebalance_complete.connect(recount)  # type: ignore[arg-type]
+        self.app.on_before_shutdown.connect(shutdown)  # type: ignore[arg-type]
         self.app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
 
     # -- reconciliation -----------------------------------------------------------------------

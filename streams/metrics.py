@@ -32,6 +32,16 @@ class WorkerMetrics:
             "status changes seen again (replays) and not re-emitted",
             registry=r,
         )
+        self.refetched = Counter(
+            "payments_change_records_refetched_total",
+            "change records the consumer skipped, read back from the broker and applied",
+            registry=r,
+        )
+        self.redelivered = Counter(
+            "payments_change_records_redelivered_total",
+            "change records delivered again within an assignment and not applied twice",
+            registry=r,
+        )
         self.emit_retries = Counter(
             "payments_status_emit_retries_total",
             "status event sends that failed and were retried (the partition waited)",
