@@ -178,16 +178,29 @@ class LocalStripe:
         return self._call("POST", f"/v1/payment_intents/{intent_id}/confirm")
 
 
-def wait_for(predicate: Any, *, timeout: float = 30.0, interval: float = 0.2) -> Any:
-    """Poll until ``predicate()`` is truthy; return it, or fail after ``timeout`` seconds."""
+def wait_for(
+    predicate: Any,
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    what: str = "the condition",
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> Any:
+    """Poll until ``predicate()`` is truthy; return it, or fail after ``timeout`` seconds,
+    naming ``what`` and the last value. An exception of a ``tolerate`` type (a server still
+    coming up) counts as a falsy answer and is shown as the last value."""
     deadline = time.monotonic() + timeout
-    last = None
+    last: Any = None
     while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
+        try:
+            last = predicate()
+        except tolerate as exc:
+            last = exc
+        else:
+            if last:
+                return last
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host"})

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from payments.settings import Settings
+from tests import support_api
 from tests.stack_support import ROOT, CdcTail, insert_payment, stack
 
 pytestmark = pytest.mark.integration
@@ -34,18 +35,9 @@ def get(url: str, path: str, **params: str) -> Any:
 
 
 def wait_for(what: str, check: Any, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except requests.RequestException as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    return support_api.wait_for(
+        check, timeout=timeout, interval=0.3, what=what, tolerate=(requests.RequestException,)
+    )
 
 
 @contextmanager

@@ -28,24 +28,17 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from payments.settings import Settings
+from tests import support_api
 from tests.stack_support import ROOT, insert_payment, stack, stack_dir
 
 pytestmark = pytest.mark.integration
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # still coming up: keep the reason for the message
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what} within {timeout:.0f}s; last: {last!r}")
+    # Any error: a part still coming up; kept as the last value for the message.
+    return support_api.wait_for(
+        check, timeout=timeout, interval=0.5, what=what, tolerate=(Exception,)
+    )
 
 
 # ------------------------------------------------------------------------------ replicas

@@ -34,18 +34,9 @@ OPERATOR = next(iter(Settings().operator_logins.items()), None)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except requests.RequestException as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return support_api.wait_for(
+        check, timeout=timeout, interval=0.5, what=what, tolerate=(requests.RequestException,)
+    )
 
 
 def created_at(settings: Settings, payment_id: str) -> str:
