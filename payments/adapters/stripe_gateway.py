@@ -318,17 +318,29 @@ class StripeGateway:
             lambda: self.client.v1.events.list(params=params),  # type: ignore[arg-type]
         )
 
+    def _probe(self, call: Callable[[], object], operation: str, api: str, refused: str) -> bool:
+        """Whether Stripe takes a request of ``api`` that the local stand-in refuses: True when
+        ``call`` passes, False on an invalid-request answer (logged as ``refused``)."""
+        try:
+            call()
+        except stripe.InvalidRequestError:
+            log.info(refused)
+            return False
+        except stripe.StripeError as exc:
+            raise self._fail(operation, exc, f"probing {api}") from exc
+        return True
+
     def _typed(self) -> bool:
         """Probe once whether Stripe lists several types in one call (``types[]``)."""
         if self._typed_events is None:
-            try:
-                self.client.v1.events.list(params={"types": list(STATUS_EVENT_TYPES), "limit": 1})
-                self._typed_events = True
-            except stripe.InvalidRequestError:
-                self._typed_events = False
-                log.info("events.list takes one type per call here (local stand-in)")
-            except stripe.StripeError as exc:
-                raise self._fail("list_events", exc, "probing events.list") from exc
+            self._typed_events = self._probe(
+                lambda: self.client.v1.events.list(
+                    params={"types": list(STATUS_EVENT_TYPES), "limit": 1}
+                ),
+                "list_events",
+                "events.list",
+                "events.list takes one type per call here (local stand-in)",
+            )
         return self._typed_events
 
     def event_pages(self, cursor: str | None, *, since: int) -> Iterator[EventPage]:
@@ -414,16 +426,14 @@ class StripeGateway:
         (Stripe's order: newest first). None where Stripe cannot filter by ``created`` (the
         local stand-in refuses the parameter; probed once)."""
         if self._intents_by_created is None:
-            try:
-                self.client.v1.payment_intents.list(
+            self._intents_by_created = self._probe(
+                lambda: self.client.v1.payment_intents.list(
                     params={"limit": 1, "created": {"gte": created_from, "lt": created_to}}
-                )
-                self._intents_by_created = True
-            except stripe.InvalidRequestError:
-                self._intents_by_created = False
-                log.info("payment_intents.list takes no created filter here (local stand-in)")
-            except stripe.StripeError as exc:
-                raise self._fail("list_intents", exc, "probing payment_intents.list") from exc
+                ),
+                "list_intents",
+                "payment_intents.list",
+                "payment_intents.list takes no created filter here (local stand-in)",
+            )
         if not self._intents_by_created:
             return None
         return self._intent_pages(created_from, created_to)
