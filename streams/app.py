@@ -31,9 +31,10 @@ from payments.logs import configure_logging, get_logger
 from payments.reconcile import CycleReport
 from payments.settings import Settings
 from streams import handlers
-from streams.emitter import StatusEmitter, backoff
+from streams.emitter import StatusEmitter
 from streams.metrics import WorkerMetrics
 from streams.open_table import OpenTable, partition_items, partitions_of
+from streams.retry import until_done
 from streams.sequence import ChangeSequence, KafkaRangeReader, RangeReader, Record
 from streams.topics import Tables, Topics, declare
 
@@ -232,20 +233,17 @@ class PaymentsWorker:
             ("source.partition", str(message.partition).encode()),
             ("source.offset", str(message.offset).encode()),
         ]
-        attempt = 0
-        while True:
-            try:
-                delivery = await self.topics.dead_letters.send(
-                    key=message.key, value=message.value, headers=headers
-                )
-                await delivery
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as send_error:
-                attempt += 1
-                log.warning("DLQ send failed; retrying", attempt=attempt, error=str(send_error))
-                await asyncio.sleep(backoff(attempt))
+
+        async def send() -> None:
+            delivery = await self.topics.dead_letters.send(
+                key=message.key, value=message.value, headers=headers
+            )
+            await delivery
+
+        def failed(attempt: int, exc: Exception) -> None:
+            log.warning("DLQ send failed; retrying", attempt=attempt, error=str(exc))
+
+        await until_done(send, failed)
 
     def _maybe_purge_emitted(self, partition: int) -> None:
         """Drop `emitted` entries of payments final for longer than the retention, a chunk at

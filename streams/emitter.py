@@ -11,7 +11,6 @@ Meanwhile the partition is reported blocked (``/stats/``, ``/healthz``, metrics)
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,10 +23,9 @@ from cloudevents.core.v1.event import CloudEvent
 from payments.domain.events import StatusUpdate
 from payments.logs import get_logger
 from streams.metrics import WorkerMetrics
+from streams.retry import until_done
 
 log = get_logger("streams.emitter")
-BACKOFF_BASE_SECONDS = 0.2
-BACKOFF_MAX_SECONDS = 10.0
 
 
 @dataclass
@@ -48,11 +46,6 @@ def cloudevent_record(update: StatusUpdate) -> tuple[bytes, bytes, list[tuple[st
     return key, message.value, sorted(message.headers.items())
 
 
-def backoff(attempt: int) -> float:
-    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
-
-
 class StatusEmitter:
     def __init__(
         self,
@@ -69,18 +62,15 @@ class StatusEmitter:
     async def emit(self, partition: int, update: StatusUpdate) -> None:
         """Return once the broker acknowledged the event; retry until it does."""
         key, value, headers = cloudevent_record(update)
-        attempt = 0
-        while True:
-            try:
-                delivery = await self.topic.send(key=key, value=value, headers=headers)
-                await delivery  # the broker's acknowledgement (acks=all)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                self._block(partition, attempt, f"{type(exc).__name__}: {exc}", update)
-                await self._sleep(backoff(attempt))
+
+        async def deliver() -> None:
+            delivery = await self.topic.send(key=key, value=value, headers=headers)
+            await delivery  # the broker's acknowledgement (acks=all)
+
+        def failed(attempt: int, exc: Exception) -> None:
+            self._block(partition, attempt, f"{type(exc).__name__}: {exc}", update)
+
+        _, attempt = await until_done(deliver, failed, sleep=self._sleep)
         self._unblock(partition, update, attempt)
         self.metrics.emitted.labels(update.status.value).inc()
 

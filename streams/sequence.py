@@ -21,15 +21,16 @@ never announced.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from payments.logs import get_logger
-from streams.emitter import backoff
+from streams.retry import until_done
 
 log = get_logger("streams.sequence")
+T = TypeVar("T")
 READ_TIMEOUT_SECONDS = 30.0
 
 
@@ -121,17 +122,12 @@ class KafkaRangeReader:
             self._consumer = consumer
         return self._consumer
 
-    async def _retried(self, what: str, call: Any) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await asyncio.wait_for(call(), READ_TIMEOUT_SECONDS)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                log.warning("change topic read failed; retrying", what=what, error=str(exc))
-                await asyncio.sleep(backoff(attempt))
+    async def _retried(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        def failed(attempt: int, exc: Exception) -> None:
+            log.warning("change topic read failed; retrying", what=what, error=str(exc))
+
+        result, _ = await until_done(lambda: asyncio.wait_for(call(), READ_TIMEOUT_SECONDS), failed)
+        return result
 
     async def committed(self, partition: int) -> int | None:
         async def call() -> int | None:
@@ -139,8 +135,7 @@ class KafkaRangeReader:
             found: int | None = await consumer.committed(TopicPartition(self.topic, partition))
             return found
 
-        result: int | None = await self._retried("committed offset", call)
-        return result
+        return await self._retried("committed offset", call)
 
     async def read(self, partition: int, start: int, end: int) -> Sequence[Record]:
         tp = TopicPartition(self.topic, partition)
@@ -155,8 +150,7 @@ class KafkaRangeReader:
                 records.extend(r for r in batch.get(tp, ()) if start <= r.offset < end)
             return records
 
-        result: list[Any] = await self._retried(f"offsets {start}-{end - 1}", call)
-        return result
+        return await self._retried(f"offsets {start}-{end - 1}", call)
 
     async def close(self) -> None:
         if self._consumer is not None:
