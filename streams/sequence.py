@@ -21,6 +21,7 @@ never announced.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -100,8 +101,9 @@ class ChangeSequence:
 
 class KafkaRangeReader:
     """``RangeReader`` over a consumer of its own: assigned partitions, never in the group (it
-    reads the group's committed offsets, it commits nothing). Each call times out and is retried
-    with backoff until the broker answers: a record is never given up."""
+    reads the group's committed offsets, it commits nothing). A call that gets no answer (or a
+    read that makes no progress) for 30 s fails and is retried with backoff until the broker
+    answers: a record is never given up."""
 
     def __init__(self, bootstrap_servers: str, topic: str, group: str) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -126,13 +128,15 @@ class KafkaRangeReader:
         def failed(attempt: int, exc: Exception) -> None:
             log.warning("change topic read failed; retrying", what=what, error=str(exc))
 
-        result, _ = await until_done(lambda: asyncio.wait_for(call(), READ_TIMEOUT_SECONDS), failed)
+        result, _ = await until_done(call, failed)
         return result
 
     async def committed(self, partition: int) -> int | None:
         async def call() -> int | None:
             consumer = await self._started()
-            found: int | None = await consumer.committed(TopicPartition(self.topic, partition))
+            found: int | None = await asyncio.wait_for(
+                consumer.committed(TopicPartition(self.topic, partition)), READ_TIMEOUT_SECONDS
+            )
             return found
 
         return await self._retried("committed offset", call)
@@ -145,9 +149,14 @@ class KafkaRangeReader:
             consumer.assign([tp])
             consumer.seek(tp, start)
             records: list[Any] = []
-            while await consumer.position(tp) < end:
+            position, moved_at = start, time.monotonic()
+            while position < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 records.extend(r for r in batch.get(tp, ()) if start <= r.offset < end)
+                if (now := await consumer.position(tp)) > position:
+                    position, moved_at = now, time.monotonic()
+                elif time.monotonic() - moved_at > READ_TIMEOUT_SECONDS:
+                    raise TimeoutError(f"no progress past offset {position} for 30 s")
             return records
 
         return await self._retried(f"offsets {start}-{end - 1}", call)
