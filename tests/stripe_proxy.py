@@ -60,11 +60,8 @@ class RecordingProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 if canned is not None:
                     status = canned.status
-                    self._answer(
-                        status,
-                        {"Content-Type": "application/json", **canned.headers},
-                        canned.body.encode(),
-                    )
+                    answer = {"Content-Type": "application/json", **canned.headers}
+                    content = canned.body.encode()
                 else:
                     upstream = requests.request(
                         self.command,
@@ -73,10 +70,16 @@ class RecordingProxy:
                         data=body,
                         timeout=15,
                     )
-                    status = upstream.status_code
-                    self._answer(status, dict(upstream.headers), upstream.content)
+                    status, answer, content = (
+                        upstream.status_code,
+                        dict(upstream.headers),
+                        upstream.content,
+                    )
+                # Recorded before the caller has its answer: a test that asserts on what was
+                # sent right after the call returns must find it here.
                 with proxy.lock:
                     proxy.seen.append(Seen(time.time(), self.command, self.path, headers, status))
+                self._answer(status, answer, content)
 
             do_GET = do_POST = do_DELETE = _forward
 
