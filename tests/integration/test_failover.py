@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import requests
 
+from payments.domain.status import Status
 from payments.settings import Settings
 from tests import support_api
 from tests.stack_support import ROOT, CdcTail, insert_payment, stack
@@ -199,6 +200,36 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
         assert set(events) == wanted, "an event without a change behind it"
         duplicates = sum(n - 1 for n in events.values())
         print(f"failover: {len(wanted)} status changes, {duplicates} duplicate deliveries")
+
+        # The survivors' open tables (rebuilt from changelogs and standbys through the
+        # rebalance) agree with PostgreSQL: each payment the load made is held open by exactly
+        # one survivor while it is not final, and by none once it is.
+        with psycopg.connect(settings.database_url) as conn:
+            rows = conn.execute(
+                "SELECT id::text, status, created_at FROM payments WHERE id = ANY(%s::uuid[])",
+                (load.created,),
+            ).fetchall()
+        assert len(rows) == len(load.created)
+
+        def table_disagreements() -> list[str]:
+            wrong = []
+            for pid, status, created in rows:
+                holders = [
+                    u
+                    for u in survivors
+                    if (get(u, f"/open/{pid}/", created_at=created.isoformat()) or {}).get("open")
+                ]
+                if len(holders) != (0 if Status(status).is_final else 1):
+                    wrong.append(f"{pid} ({status}) open on {holders}")
+            return wrong
+
+        for _ in range(20):  # the last inserts may still be on their way to the tables
+            wrong = table_disagreements()
+            if not wrong:
+                break
+            time.sleep(3)
+        assert not wrong, f"{len(wrong)} of {len(rows)} payments misplaced: {wrong[:5]}"
+        print(f"failover: {len(rows)} payments, each open on exactly the survivors it should be")
 
         reports = [
             requests.post(f"{u}/reconcile/", auth=OPERATOR, timeout=300).json() for u in survivors
