@@ -153,16 +153,11 @@ class PaymentsWorker:
     async def _handle_in_order(self, message: Record) -> None:
         """The change, after any of its partition's records the consumer skipped; nothing for
         a record already applied (see ``streams.sequence``)."""
-        missing = await self.sequence.missing_before(message.partition, message.offset)
-        if missing is None:
+        refetched = await self.sequence.apply_in_order(message, self._handle)
+        if refetched is None:
             self.metrics.redelivered.inc()
-            return
-        for record in missing:
-            self.metrics.refetched.inc()
-            await self._handle(record)
-            self.sequence.applied(record.partition, record.offset)
-        await self._handle(message)
-        self.sequence.applied(message.partition, message.offset)
+        else:
+            self.metrics.refetched.inc(refetched)
 
     async def _handle(self, message: Record) -> None:
         """One record of the change topic (a Faust message, or a record read back by

@@ -73,7 +73,21 @@ class ChangeSequence:
         for partition in partitions:
             self._next.pop(partition, None)
 
-    async def missing_before(self, partition: int, offset: int) -> Sequence[Record] | None:
+    async def apply_in_order(
+        self, record: Record, apply: Callable[[Record], Awaitable[None]]
+    ) -> int | None:
+        """``apply`` the partition's records the consumer skipped before ``record`` (read back
+        from the broker), then ``record``; return how many were read back, or None when
+        ``record`` was already applied in this assignment (it is not applied again)."""
+        missing = await self._missing_before(record.partition, record.offset)
+        if missing is None:
+            return None
+        for skipped in (*missing, record):
+            await apply(skipped)
+            self._next[skipped.partition] = skipped.offset + 1
+        return len(missing)
+
+    async def _missing_before(self, partition: int, offset: int) -> Sequence[Record] | None:
         """The records to apply before the one at ``offset`` (usually none), or None when that
         one was already applied (do not apply it again)."""
         expected = self._next.get(partition)
@@ -94,9 +108,6 @@ class ChangeSequence:
             records=len(missing),
         )
         return missing
-
-    def applied(self, partition: int, offset: int) -> None:
-        self._next[partition] = offset + 1
 
 
 class KafkaRangeReader:
@@ -156,7 +167,9 @@ class KafkaRangeReader:
                 if (now := await consumer.position(tp)) > position:
                     position, moved_at = now, time.monotonic()
                 elif time.monotonic() - moved_at > READ_TIMEOUT_SECONDS:
-                    raise TimeoutError(f"no progress past offset {position} for 30 s")
+                    raise TimeoutError(
+                        f"no progress past offset {position} for {READ_TIMEOUT_SECONDS:.0f} s"
+                    )
             return records
 
         return await self._retried(f"offsets {start}-{end - 1}", call)

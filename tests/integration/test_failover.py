@@ -211,8 +211,10 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
             ).fetchall()
         assert len(rows) == len(load.created)
 
-        def table_disagreements() -> list[str]:
-            wrong = []
+        misplaced: list[str] = []
+
+        def tables_agree() -> bool:
+            misplaced.clear()
             for pid, status, created in rows:
                 holders = [
                     u
@@ -220,15 +222,15 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
                     if (get(u, f"/open/{pid}/", created_at=created.isoformat()) or {}).get("open")
                 ]
                 if len(holders) != (0 if Status(status).is_final else 1):
-                    wrong.append(f"{pid} ({status}) open on {holders}")
-            return wrong
+                    misplaced.append(f"{pid} ({status}) open on {holders}")
+            return not misplaced
 
-        for _ in range(20):  # the last inserts may still be on their way to the tables
-            wrong = table_disagreements()
-            if not wrong:
-                break
-            time.sleep(3)
-        assert not wrong, f"{len(wrong)} of {len(rows)} payments misplaced: {wrong[:5]}"
+        try:  # the last inserts may still be on their way to the tables
+            wait_for("the open tables to agree with PostgreSQL", tables_agree, timeout=60)
+        except AssertionError:
+            raise AssertionError(
+                f"{len(misplaced)} of {len(rows)} payments misplaced: {misplaced[:5]}"
+            ) from None
         print(f"failover: {len(rows)} payments, each open on exactly the survivors it should be")
 
         reports = [

@@ -43,17 +43,14 @@ class FakeBroker:
 def deliver(sequence: ChangeSequence, deliveries: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """What the agent applies, in order, for the records the consumer hands it."""
 
+    applied: list[tuple[int, int]] = []
+
+    async def apply(record: Record) -> None:
+        applied.append((record.partition, record.offset))
+
     async def run() -> list[tuple[int, int]]:
-        applied: list[tuple[int, int]] = []
         for partition, offset in deliveries:
-            missing = await sequence.missing_before(partition, offset)
-            if missing is None:
-                continue
-            for record in missing:
-                applied.append((record.partition, record.offset))
-                sequence.applied(record.partition, record.offset)
-            applied.append((partition, offset))
-            sequence.applied(partition, offset)
+            await sequence.apply_in_order(FakeRecord(partition, offset), apply)
         return applied
 
     return asyncio.run(run())
