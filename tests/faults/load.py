@@ -429,6 +429,7 @@ class Load(Traffic):
 
 PACE_SECONDS = 0.05  # between two hostile requests
 ROUND_SECONDS = 10.0  # at least, per round of every hostile input
+WEBHOOK_DELIVERIES = 60  # of a forged webhook the API answered with a 5xx, one a second
 FORGED = ("webhook: another intent names a real payment", "webhook: own intent, other amount")
 
 
@@ -571,7 +572,25 @@ class HostileReport:
     answers: Counter[str] = field(default_factory=Counter)
     refused_in_faults: int = 0  # 503 problem+json while a fault was on: fair
     server_errors: list[str] = field(default_factory=list)
-    forged: dict[str, str] = field(default_factory=dict)  # forged event id -> its payment
+    forged: dict[str, str] = field(default_factory=dict)  # forged event taken -> its payment
+
+
+def _request_until_answered(
+    ledger: Ledger, method: str, url: str, kwargs: dict[str, Any]
+) -> tuple[requests.Response, float, float] | None:
+    """The API's answer with when it was asked and answered; a refused connection (the API
+    is down) is retried for two minutes, then None."""
+    for _attempt in range(120):
+        start = time.monotonic()
+        try:
+            r = requests.request(method, url, timeout=30, **kwargs)
+        except requests.RequestException:
+            ledger.record("api", "refused", start)
+            time.sleep(1.0)
+            continue
+        ledger.record("api", "ok" if r.status_code < 500 else str(r.status_code), start)
+        return r, start, time.monotonic()
+    return None
 
 
 def send_hostile(
@@ -588,7 +607,8 @@ def send_hostile(
     """Send every hostile input, round after round while ``keep_going()`` (at least once).
 
     A 5xx is the API's fault, except a 503 problem answer while a fault was on (a part it
-    needs is down: the honest answer); a refused connection is retried (the API is down).
+    needs is down: the honest answer); a refused connection is retried (the API is down),
+    and a forged webhook answered with a 5xx is delivered again, as Stripe does.
     """
     report = HostileReport()
     while report.rounds == 0 or keep_going():
@@ -596,32 +616,34 @@ def send_hostile(
         reuse = report.rounds % 5 == 0
         for name, method, path, kwargs in hostile_inputs(settings, prefix, target(), reuse=reuse):
             time.sleep(PACE_SECONDS)
-            r = None
-            for _attempt in range(120):
-                start = time.monotonic()
-                try:
-                    r = requests.request(method, api + path, timeout=30, **kwargs)
-                    ledger.record("api", "ok" if r.status_code < 500 else str(r.status_code), start)
+            # Stripe redelivers a webhook the API did not take (any 5xx). The forged ones are
+            # judged by what the inbox kept, so they are redelivered the same way until taken.
+            deliveries = WEBHOOK_DELIVERIES if name in FORGED else 1
+            for delivery in range(1, deliveries + 1):
+                answer = _request_until_answered(ledger, method, api + path, kwargs)
+                if answer is None:
+                    report.server_errors.append(f"{name}: API unreachable for two minutes")
                     break
-                except requests.RequestException:
-                    ledger.record("api", "refused", start)
+                r, start, end = answer
+                report.tried += 1
+                report.answers[f"{r.status_code}"] += 1
+                problem = r.headers.get("Content-Type", "").startswith("application/problem+json")
+                if r.status_code == 503 and problem and during_fault(start, end):
+                    report.refused_in_faults += 1
+                elif r.status_code >= 500:
+                    report.server_errors.append(f"{name}: {r.status_code} {r.text[:200]}")
+                elif r.status_code >= 400 and not problem:
+                    report.server_errors.append(f"{name}: {r.status_code} without problem+json")
+                if r.status_code < 500:
+                    if name in FORGED:
+                        sent = json.loads(kwargs["data"])
+                        payment_id = sent["data"]["object"]["metadata"]["payment_id"]
+                        report.forged[sent["id"]] = payment_id
+                    break
+                if delivery == deliveries:
+                    report.server_errors.append(f"{name}: not taken in {deliveries} deliveries")
+                else:
                     time.sleep(1.0)
-            if r is None:
-                report.server_errors.append(f"{name}: API unreachable for two minutes")
-                continue
-            end = time.monotonic()
-            report.tried += 1
-            report.answers[f"{r.status_code}"] += 1
-            problem = r.headers.get("Content-Type", "").startswith("application/problem+json")
-            if name in FORGED:
-                sent = json.loads(kwargs["data"])
-                report.forged[sent["id"]] = sent["data"]["object"]["metadata"]["payment_id"]
-            if r.status_code == 503 and problem and during_fault(start, end):
-                report.refused_in_faults += 1
-            elif r.status_code >= 500:
-                report.server_errors.append(f"{name}: {r.status_code} {r.text[:200]}")
-            elif r.status_code >= 400 and not problem:
-                report.server_errors.append(f"{name}: {r.status_code} without problem+json")
         report.rounds += 1
         between_rounds(report.rounds)
         # A steady trickle under the faults, not a flood that starves the customers.
