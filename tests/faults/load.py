@@ -634,16 +634,14 @@ def send_hostile(
                     report.server_errors.append(f"{name}: {r.status_code} {r.text[:200]}")
                 elif r.status_code >= 400 and not problem:
                     report.server_errors.append(f"{name}: {r.status_code} without problem+json")
-                if r.status_code < 500:
-                    if name in FORGED:
-                        sent = json.loads(kwargs["data"])
-                        payment_id = sent["data"]["object"]["metadata"]["payment_id"]
-                        report.forged[sent["id"]] = payment_id
+                if r.status_code < 500 and name in FORGED:
+                    sent = json.loads(kwargs["data"])
+                    report.forged[sent["id"]] = sent["data"]["object"]["metadata"]["payment_id"]
+                if r.status_code < 500 or deliveries == 1:
                     break
                 if delivery == deliveries:
                     report.server_errors.append(f"{name}: not taken in {deliveries} deliveries")
-                else:
-                    time.sleep(1.0)
+                time.sleep(1.0)
         report.rounds += 1
         between_rounds(report.rounds)
         # A steady trickle under the faults, not a flood that starves the customers.
