@@ -80,6 +80,7 @@ def _in_threads(
     counter = iter(range(total if total is not None else 10**12))
     lock = threading.Lock()
     done = [0, 0]
+    errors: list[Exception] = []
     deadline = time.perf_counter() + seconds
 
     def loop(thread: int) -> None:
@@ -92,8 +93,9 @@ def _in_threads(
             try:
                 call(i)
                 ok, bad = 1, 0
-            except Exception:
+            except Exception as exc:
                 ok, bad = 0, 1
+                errors.append(exc)
             with lock:
                 done[0] += ok
                 done[1] += bad
@@ -101,6 +103,8 @@ def _in_threads(
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(loop, range(threads)))
+    if errors and not done[0]:
+        raise RuntimeError(f"all {done[1]:,} calls failed; the first: {errors[0]}")
     return time.perf_counter() - started, done[0], done[1]
 
 
@@ -147,14 +151,18 @@ class Intake:
     shed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def work(self, port: int, prefix: str) -> Callable[[int], Callable[[int], None]]:
+    def work(self, port: int, prefix: str, api_key: str) -> Callable[[int], Callable[[int], None]]:
         body = json.dumps(BODY).encode()
 
         def per_thread(thread: int) -> Callable[[int], None]:
             client = Client(port)
 
             def post(i: int) -> None:
-                headers = {"Content-Type": "application/json", "Idempotency-Key": f"{prefix}{i}"}
+                headers = {
+                    "Authorization": f"Bearer {api_key}",
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": f"{prefix}{i}",
+                }
                 while True:
                     status, rheaders, data = client.request("POST", "/payments", body, headers)
                     if status == 503 and "retry-after" in rheaders:
@@ -361,17 +369,19 @@ def run(ctx: Context) -> list[Figure]:
         else {}
     )
     secret = (settings.webhook_secrets or [""])[0]
+    # The payments are made as a client makes them: with an API key (of the first tenant).
+    api_key = next(iter(settings.api_key_tenants), "")
 
     # 1. The API with a zero-latency Stripe, and its /metrics while it is loaded.
     say(f"intake: API at zero Stripe latency, {total:,} POST /payments, {clients} clients")
     with BenchApi(ctx, 0.0) as api:
         zero = Intake()
-        _in_threads(clients, zero.work(api.port, f"{prefix}warm-"), 100, 60)
+        _in_threads(clients, zero.work(api.port, f"{prefix}warm-", api_key), 100, 60)
         scraper = Client(api.port)
         zero = Intake()
         with sampling(0.25, lambda: timed_scrape(scraper, auth_header)) as scrapes:
             api_seconds, api_done, api_failures = _in_threads(
-                clients, zero.work(api.port, f"{prefix}zero-"), total, 600
+                clients, zero.work(api.port, f"{prefix}zero-", api_key), total, 600
             )
         worker_kind = api.config()
     api_rate = api_done / api_seconds
@@ -410,7 +420,7 @@ def run(ctx: Context) -> list[Figure]:
     with BenchApi(ctx, latency_ms) as api:
         slow = Intake()
         idle_count = 20 if ctx.smoke else 100
-        _in_threads(clients, slow.work(api.port, f"{prefix}slow-warm-"), idle_count, 120)
+        _in_threads(clients, slow.work(api.port, f"{prefix}slow-warm-", api_key), idle_count, 120)
         hook_client = Client(api.port)
         # The webhooks' own cost first: the same API with nothing else to do (same run).
         idle_hooks = Webhooks(hook_client, slow, secret)
@@ -422,7 +432,7 @@ def run(ctx: Context) -> list[Figure]:
         try:
             with sampling(0.25, lambda: timed_scrape(slow_scraper, auth_header)) as slow_scrapes:
                 slow_seconds, slow_done, slow_failures = _in_threads(
-                    clients, slow.work(api.port, f"{prefix}slow-"), None, seconds
+                    clients, slow.work(api.port, f"{prefix}slow-", api_key), None, seconds
                 )
         finally:
             hooks.stop.set()
