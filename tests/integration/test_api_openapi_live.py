@@ -30,7 +30,7 @@ API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
 # Examples per operation and phase: the two runs take about a minute on the stack, and every
 # check still meets each operation many times. SCHEMATHESIS_MAX_EXAMPLES for a longer hunt.
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
-# The one allowance (a 402 is Stripe refusing valid data), explained in the file.
+# The allowances (a 402 is Stripe refusing valid data; gunicorn's 414), explained in the file.
 CONFIG = Path(__file__).resolve().parents[2] / "schemathesis.toml"
 
 
