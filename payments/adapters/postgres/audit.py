@@ -1,4 +1,5 @@
-"""`payment_events`: the append-only audit of every status change (same transaction)."""
+"""`payment_events`: the append-only audit of every status change. The row is written by the
+guarded transition itself (``payment_store.TRANSITION``, one statement); this module reads it."""
 
 from __future__ import annotations
 
@@ -6,33 +7,11 @@ from uuid import UUID
 
 from payments.adapters.postgres.rows import Cursor
 from payments.domain.status import Source, Status
-from payments.ports import AuditEvent, StatusChange, TransitionResult
-
-INSERT_EVENT = """
-    INSERT INTO payment_events (payment_id, from_status, to_status, source, provider_event_id,
-                                version)
-    VALUES (%(payment_id)s, %(from_status)s::payment_status, %(to_status)s::payment_status,
-            %(source)s::event_source, %(provider_event_id)s, %(version)s)"""
+from payments.ports import AuditEvent
 
 SELECT_EVENTS = """
     SELECT id, payment_id, from_status, to_status, source, provider_event_id, version, created_at
       FROM payment_events WHERE payment_id = %(id)s ORDER BY id"""
-
-
-def record(cur: Cursor, change: StatusChange, result: TransitionResult) -> None:
-    """The audit row of an applied transition."""
-    assert result.payment is not None and result.previous_status is not None
-    cur.execute(
-        INSERT_EVENT,
-        {
-            "payment_id": result.payment.id,
-            "from_status": result.previous_status.value,
-            "to_status": change.to.value,
-            "source": change.source.value,
-            "provider_event_id": change.provider_event_id,
-            "version": result.payment.version,
-        },
-    )
 
 
 def events(cur: Cursor, payment_id: UUID) -> list[AuditEvent]:

@@ -46,7 +46,12 @@ SELECT_BY_ID_OF_TENANT = (
 SELECT_BY_KEY = f"""
     SELECT {COLUMNS} FROM payments
      WHERE tenant_id = %(tenant_id)s AND idempotency_key = %(key)s"""
-SELECT_BY_INTENT = f"SELECT {COLUMNS} FROM payments WHERE provider_payment_id = %(intent_id)s"
+# The payment an intent is about: the one it belongs to, else the one its metadata names.
+SELECT_FOR_INTENT = f"""
+    SELECT {COLUMNS} FROM payments
+     WHERE provider_payment_id = %(intent_id)s OR id = %(named)s
+     ORDER BY provider_payment_id = %(intent_id)s DESC NULLS LAST
+     LIMIT 1"""
 SELECT_OPEN_BY_IDS = f"""
     SELECT {COLUMNS} FROM payments
      WHERE id = ANY(%(ids)s::uuid[]) AND status = ANY(%(open)s::payment_status[])"""
@@ -63,24 +68,35 @@ OWNED_BY_INTENT = """
             AND (p.provider_payment_id = %(intent_id)s
                  OR (p.provider_payment_id IS NULL AND %(intent_names_payment)s))))"""
 
+# The guarded write and its audit row in one statement: both happen, or neither (a statement
+# is atomic even in autocommit), in one round trip.
 TRANSITION = f"""
-    UPDATE payments AS p
-       SET status = %(to)s::payment_status,
-           provider_payment_id = COALESCE(p.provider_payment_id, %(intent_id)s),
-           provider_status = COALESCE(%(provider_status)s, p.provider_status),
-           failure_code = CASE WHEN %(to)s::payment_status = 'failed'
-                               THEN COALESCE(%(failure_code)s, p.failure_code)
-                               ELSE p.failure_code END,
-           failure_message = CASE WHEN %(to)s::payment_status = 'failed'
-                                  THEN COALESCE(%(failure_message)s, p.failure_message)
-                                  ELSE p.failure_message END,
-           status_source = %(source)s::event_source,
-           version = p.version + 1,
-           updated_at = now()
-      FROM (SELECT id, status FROM payments WHERE id = %(id)s FOR UPDATE) AS old
-     WHERE p.id = old.id AND p.status = ANY(%(allowed_from)s::payment_status[])
-       AND {OWNED_BY_INTENT}
-    RETURNING old.status AS previous_status, {columns_of("p")}"""
+    WITH moved AS (
+        UPDATE payments AS p
+           SET status = %(to)s::payment_status,
+               provider_payment_id = COALESCE(p.provider_payment_id, %(intent_id)s),
+               provider_status = COALESCE(%(provider_status)s, p.provider_status),
+               failure_code = CASE WHEN %(to)s::payment_status = 'failed'
+                                   THEN COALESCE(%(failure_code)s, p.failure_code)
+                                   ELSE p.failure_code END,
+               failure_message = CASE WHEN %(to)s::payment_status = 'failed'
+                                      THEN COALESCE(%(failure_message)s, p.failure_message)
+                                      ELSE p.failure_message END,
+               status_source = %(source)s::event_source,
+               version = p.version + 1,
+               updated_at = now()
+          FROM (SELECT id, status FROM payments WHERE id = %(id)s FOR UPDATE) AS old
+         WHERE p.id = old.id AND p.status = ANY(%(allowed_from)s::payment_status[])
+           AND {OWNED_BY_INTENT}
+        RETURNING old.status AS previous_status, {columns_of("p")}
+    ), audited AS (
+        INSERT INTO payment_events (payment_id, from_status, to_status, source,
+                                    provider_event_id, version)
+        SELECT id, previous_status, status, %(source)s::event_source, %(provider_event_id)s,
+               version
+          FROM moved
+    )
+    SELECT * FROM moved"""
 
 # Stripe's own status (e.g. requires_action) without a status change; attaches an intent made
 # for the payment while it has none. Only while the payment is open, only by its own intent.
@@ -151,8 +167,10 @@ def get(cur: Cursor, payment_id: UUID, tenant_id: str | None = None) -> Payment 
     return payment_from_row(row) if row else None
 
 
-def get_by_intent(cur: Cursor, intent_id: str) -> Payment | None:
-    row = cur.execute(SELECT_BY_INTENT, {"intent_id": intent_id}).fetchone()
+def get_for_intent(cur: Cursor, intent_id: str, named: UUID | None) -> Payment | None:
+    """The payment whose intent this is, else the one ``named`` (the intent's metadata), if
+    any: which of them the intent may move is the guarded write's to decide."""
+    row = cur.execute(SELECT_FOR_INTENT, {"intent_id": intent_id, "named": named}).fetchone()
     return payment_from_row(row) if row else None
 
 
@@ -203,7 +221,7 @@ def _intent_params(payment_id: UUID, intent: Intent | None) -> dict[str, Any]:
 
 
 def transition(cur: Cursor, payment_id: UUID, change: StatusChange) -> TransitionResult:
-    """The guarded write. Its audit row is the caller's (same transaction)."""
+    """The guarded write with its audit row (one statement)."""
     intent = change.intent
     params: dict[str, Any] = {
         "id": payment_id,
@@ -213,6 +231,7 @@ def transition(cur: Cursor, payment_id: UUID, change: StatusChange) -> Transitio
         "failure_code": change.failure_code,
         "failure_message": change.failure_message,
         "source": change.source.value,
+        "provider_event_id": change.provider_event_id,
         **_intent_params(payment_id, intent),
     }
     row = cur.execute(TRANSITION, params).fetchone()

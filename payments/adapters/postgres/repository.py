@@ -1,10 +1,11 @@
 """``PostgresRepository``: the ``PaymentRepository`` port over the stores of this package.
 
-Writes go to the primary, one transaction per use-case step: a status change and its audit row
-commit together, a webhook's inbox row and its effect commit together. A step that is one
-statement (storing a payment, attaching its intent, a claim, a read) runs in autocommit: one
-round trip, no BEGIN/COMMIT around it. Reads of single payments may go to a replica
-(``get_for_read``), falling back to the primary.
+Writes go to the primary. A step that is one statement runs in autocommit, one round trip with
+no BEGIN/COMMIT around it: storing a payment, attaching its intent, a claim, a read, and a status
+change, whose guarded write and audit row are one statement. A webhook's inbox row and its
+effect commit together, in one pipelined transaction (BEGIN travels with the first statement,
+COMMIT with the last). Reads of single payments may go to a replica (``get_for_read``), falling
+back to the primary.
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ class PostgresRepository:
 
     @contextmanager
     def _tx(self) -> Iterator[Cursor]:
-        """One transaction on the primary (committed on success, rolled back on error)."""
+        """One transaction on the primary (committed on success, rolled back on error), in
+        pipeline mode: statements are sent without waiting, and the client waits only where it
+        reads a result, so BEGIN goes out with the first statement and the writes after the last
+        read go out with COMMIT."""
         with (
             self.pool.connection() as conn,
+            conn.pipeline(),
             conn.transaction(),
             conn.cursor(row_factory=dict_row) as cur,
         ):
@@ -197,8 +202,8 @@ class PostgresRepository:
         raise Conflict(f"refusing to attach intent {intent.id} to payment {payment_id}: {reason}")
 
     def transition(self, payment_id: UUID, change: StatusChange) -> TransitionResult:
-        """The guarded status change plus its audit row, in one transaction."""
-        with self._tx() as cur:
+        """The guarded status change plus its audit row, in one statement."""
+        with self._statement() as cur:
             return self._transition(cur, payment_id, change)
 
     def _transition(self, cur: Cursor, payment_id: UUID, change: StatusChange) -> TransitionResult:
@@ -211,7 +216,6 @@ class PostgresRepository:
             "intent_id": change.intent.id if change.intent else None,
         }
         if result.outcome is TransitionOutcome.APPLIED:
-            audit.record(cur, change, result)
             assert result.previous_status is not None and result.payment is not None
             log.info(
                 "payment transition applied",
@@ -258,10 +262,7 @@ class PostgresRepository:
                 return WebhookResult(duplicate=True, outcome="duplicate")
             payment = None
             if intent is not None and handled:
-                payment = payment_store.get_by_intent(cur, intent.id)
-                named = intent.payment_uuid
-                if payment is None and named is not None:
-                    payment = payment_store.get(cur, named)
+                payment = payment_store.get_for_intent(cur, intent.id, intent.payment_uuid)
             if payment is None or intent is None:
                 outcome = "unknown_payment" if intent is not None and handled else "ignored"
                 inbox.finish(cur, event.id, None, outcome, None)
