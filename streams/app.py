@@ -59,7 +59,7 @@ class PaymentsWorker:
         self,
         settings: Settings,
         *,
-        store: str = "rocksdb://",
+        store: str = "rocksdb-bulk://",
         core: Core | None = None,
         reader: RangeReader | None = None,
     ) -> None:
