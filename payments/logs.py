@@ -7,6 +7,11 @@ import sys
 
 import structlog
 
+# stripe-python logs two lines per API call at INFO (request, response): at the reconciler's
+# rates that was a tenth of a cycle's CPU. The gateway logs retries and failures itself, and
+# counts every call (metrics), so the library speaks only from WARNING up.
+QUIET_LIBRARIES = ("stripe",)
+
 
 def configure_logging(level: str = "INFO") -> None:
     """Route structlog and stdlib logging to one JSON line per event on stderr."""
@@ -38,6 +43,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -1,0 +1,26 @@
+"""Logging: one JSON line per event of ours; libraries that log every request stay quiet."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from payments.logs import configure_logging, get_logger
+
+
+def test_stripe_pythons_per_request_lines_are_not_logged_but_its_warnings_are(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO")
+    stripe_logger = logging.getLogger("stripe")
+    stripe_logger.info("message='Request to Stripe api' method=post url=/v1/payment_intents")
+    stripe_logger.warning("stripe says something is wrong")
+    get_logger("payments.test").info("payment stored", payment_id="p-1")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["event"] for line in lines] == [
+        "stripe says something is wrong",
+        "payment stored",
+    ]
+    assert lines[1]["payment_id"] == "p-1"
