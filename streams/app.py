@@ -44,6 +44,10 @@ log = get_logger("streams")
 EMITTED_RETENTION_SECONDS = 30 * 86_400
 PURGE_EVERY_SECONDS = 3_600
 PURGE_CHUNK = 2_000
+# While changes keep coming the agent hands the event loop over at least this often: Faust's
+# stream does not suspend while its buffer holds records, so a run of changes would otherwise
+# hold up the web views (/metrics, /stats/), the heartbeats and the producer's callbacks.
+YIELD_EVERY_SECONDS = 0.005
 
 
 @dataclass
@@ -139,9 +143,13 @@ class PaymentsWorker:
             # for the broker would have the change committed and the event never sent.
             assert isinstance(stream, faust.Stream)  # noack() is not on the StreamT protocol
             manual = stream.noack()
+            yielded_at = time.monotonic()
             async for event in manual.events():
                 await self._handle_in_order(event.message)
                 await manual.ack(event)
+                if time.monotonic() - yielded_at > YIELD_EVERY_SECONDS:
+                    await asyncio.sleep(0)
+                    yielded_at = time.monotonic()
 
         @self.app.task  # type: ignore[untyped-decorator]
         async def declare_outputs() -> None:

@@ -18,6 +18,11 @@ from streams.app import PaymentsWorker
 from streams.topics import create_missing_topics
 
 TIMEOUT = 600.0  # a reconcile-now may take as long as a cycle
+# How long a thread may hold the GIL before another that waits gets it (Python's default: 5 ms).
+# A reconciliation cycle runs its checks in a pool of threads; the event loop (the change agent,
+# the web views) waits behind them each time it wants the GIL back: a shorter slice bounds that
+# wait, as in the API (gunicorn.conf.py).
+SWITCH_INTERVAL_SECONDS = 0.001
 
 
 def _ask(settings: Settings, method: str, urls: tuple[str, ...], path: str) -> list[dict[str, Any]]:
@@ -74,6 +79,7 @@ def web_port_argument(argv: list[str]) -> int | None:
 def main() -> None:
     settings = Settings()
     if sys.argv[1:2] == ["worker"]:
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         port = web_port_argument(sys.argv[2:])
         if port is not None:
             # The port names this instance: its state directory is derived from it, so a
