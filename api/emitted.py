@@ -148,13 +148,3 @@ class KafkaStatusEvents:
             "within the budget; more may follow",
             partition=partition,
         )
-
-
-class InMemoryStatusEvents:
-    """For the fake wiring: events handed in by the test."""
-
-    def __init__(self) -> None:
-        self.events: dict[UUID, list[StatusUpdate]] = {}
-
-    def events_for(self, payment_id: UUID, since: datetime) -> EmittedEvents:
-        return EmittedEvents(events=list(self.events.get(payment_id, [])))

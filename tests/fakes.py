@@ -1,4 +1,5 @@
-"""In-memory fakes of the repository and the Stripe gateway, for unit tests and benchmarks.
+"""In-memory fakes of the repository, the Stripe gateway, the worker's open-payments table and
+the status events the API reads, for unit tests and benchmarks.
 
 They follow the same rules as the real adapters (guarded transitions, one intent per creation
 claim, webhook inbox dedupe) so tests written against them say something about production.
@@ -18,8 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from api.emitted import EmittedEvents
 from payments.adapters.stripe_gateway import creation_key
 from payments.domain.errors import Conflict, NotFound, ProviderDeclined, RetryableError
+from payments.domain.events import StatusUpdate
 from payments.domain.intents import STATUS_EVENT_TYPES
 from payments.domain.payment import DEFAULT_TENANT, IntentMatch, Payment
 from payments.domain.status import Status, can_transition
@@ -616,3 +619,13 @@ class MemoryOpenPayments:
         for entry in self.created_between(0.0, created_before):
             if entry.provider_payment_id is None:
                 yield entry
+
+
+class InMemoryStatusEvents:
+    """The API's ``StatusEventSource`` without Kafka: the events a test hands in, by payment."""
+
+    def __init__(self) -> None:
+        self.events: dict[UUID, list[StatusUpdate]] = {}
+
+    def events_for(self, payment_id: UUID, since: datetime) -> EmittedEvents:
+        return EmittedEvents(events=list(self.events.get(payment_id, [])))
