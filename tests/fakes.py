@@ -13,7 +13,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -391,14 +391,21 @@ class FakeStripeGateway:
     Set ``fail_with`` to an exception to make every call raise it (e.g. ``RetryableError``),
     or ``fail_next`` to fail only the next N calls. Idempotency keys are honoured like
     Stripe's: the same key returns the same intent. Events are listed by id order, a page of
-    ``page_size`` at a time, like the real gateway's pages (oldest first).
+    ``page_size`` at a time, like the real gateway's pages (oldest first). ``on_call`` runs
+    before each call is answered, in the caller's thread (a benchmark's rate limit and latency).
     """
 
     page_size = 100
 
-    def __init__(self, *, honour_idempotency: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        honour_idempotency: bool = True,
+        on_call: Callable[[], None] | None = None,
+    ) -> None:
         # localstripe ignores Idempotency-Key; False makes the fake do the same.
         self.honour_idempotency = honour_idempotency
+        self.on_call = on_call
         self._lock = threading.Lock()
         self.intents: dict[str, FakeIntent] = {}
         self.by_key: dict[str, str] = {}
@@ -409,6 +416,8 @@ class FakeStripeGateway:
         self.latency_seconds = 0.0
 
     def _call(self) -> None:
+        if self.on_call is not None:
+            self.on_call()
         with self._lock:
             self.calls += 1
             if self.fail_next > 0:
@@ -574,6 +583,14 @@ class FakeStripeGateway:
             intent.failure_code = code
             intent.failure_message = "Your card was declined."
             self._emit("payment_intent.payment_failed", intent)
+            return self.events[-1]
+
+    def cancel_from_dashboard(self, intent_id: str) -> ProviderEvent:
+        """The merchant cancels the intent on Stripe's side (no reason given)."""
+        with self._lock:
+            intent = self._get(intent_id)
+            intent.status = "canceled"
+            self._emit("payment_intent.canceled", intent)
             return self.events[-1]
 
     def intents_for(self, payment_id: UUID) -> list[Intent]:

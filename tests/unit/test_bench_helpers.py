@@ -9,7 +9,7 @@ import pytest
 
 from bench.__main__ import parse_args
 from bench.envelopes import pending_insert, succeeded_update
-from bench.reconcile import LimitedStripe, VirtualClock
+from bench.reconcile import VirtualClock, limited_stripe
 from bench.report import (
     Figure,
     bucket_delta,
@@ -127,7 +127,7 @@ def test_synthetic_envelopes_decode_like_debeziums() -> None:
 
 def test_the_stand_in_stripe_pages_events_and_keeps_to_the_rate_limit() -> None:
     clock = VirtualClock()
-    stripe = LimitedStripe(RateLimiter(25, clock=clock.monotonic, sleep=clock.sleep), clock.sleep)
+    stripe = limited_stripe(RateLimiter(25, clock=clock.monotonic, sleep=clock.sleep), clock.sleep)
     for i in range(250):
         stripe.intents[f"pi_{i}"] = _intent(f"pi_{i}")
         stripe.succeed(f"pi_{i}")
