@@ -35,6 +35,14 @@ PG_PARTS = ("postgres", "replica1", "replica2")
 SERVICE_PARTS = ("connect", "localstripe", "api")
 
 
+# Every part listens on the loopback only.
+HOST = "127.0.0.1"
+
+
+def http_url(port: int) -> str:
+    return f"http://{HOST}:{port}"
+
+
 class StackError(Exception):
     """A part failed to start or stop, or the layout asked for is impossible; says which, why."""
 
@@ -63,6 +71,14 @@ def url_ports(url: str) -> list[int]:
     """Every port of a URL's host list (``h1:5433,h2:5434`` -> [5433, 5434])."""
     _, _, hosts, _ = _netloc_parts(url)
     return [int(hp.rsplit(":", 1)[1]) for hp in hosts.split(",") if ":" in hp]
+
+
+def default_port(name: str) -> int:
+    """The (first) port of the URL a setting defaults to: the settings define it, not this."""
+    ports = url_ports(settings_default(name))
+    if not ports:
+        raise StackError(f"the default of {name} names no port: {settings_default(name)!r}")
+    return ports[0]
 
 
 def shift_ports(url: str, offset: int) -> str:
@@ -104,12 +120,12 @@ class BasePorts:
         if len(replicas) != 2:
             raise StackError(f"the default DATABASE_READ_URL should list 2 replicas: {replicas}")
         return cls(
-            postgres=url_ports(settings_default("database_url"))[0],
+            postgres=default_port("database_url"),
             replicas=(replicas[0], replicas[1]),
             kafka=int(settings_default("kafka_bootstrap_servers").split(",")[0].rsplit(":", 1)[1]),
             controller=KAFKA_CONTROLLER_BASE_PORT,
-            connect=urlsplit(settings_default("kafka_connect_url")).port or 8083,
-            localstripe=urlsplit(settings_default("stripe_api_base")).port or 8420,
+            connect=default_port("kafka_connect_url"),
+            localstripe=default_port("stripe_api_base"),
             api=API_BASE_PORT,
             worker=int(settings_default("worker_web_port")),
         )
@@ -326,14 +342,27 @@ class Config:
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(
-            f"127.0.0.1:{self.kafka_port(n)}" for n in range(1, self.layout.kafka_brokers + 1)
+            f"{HOST}:{self.kafka_port(n)}" for n in range(1, self.layout.kafka_brokers + 1)
         )
+
+    # ----------------------------------------------------------------- URLs
+
+    @property
+    def api_url(self) -> str:
+        return http_url(self.api_port)
+
+    @property
+    def connect_url(self) -> str:
+        return http_url(self.connect_port)
+
+    @property
+    def stripe_url(self) -> str:
+        """The Stripe stand-in's (localstripe) base URL."""
+        return http_url(self.localstripe_port)
 
     @property
     def worker_urls(self) -> list[str]:
-        return [
-            f"http://127.0.0.1:{self.worker_port(n)}" for n in range(1, self.layout.workers + 1)
-        ]
+        return [http_url(self.worker_port(n)) for n in range(1, self.layout.workers + 1)]
 
     # ----------------------------------------------------------------- names
 
