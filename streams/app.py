@@ -470,7 +470,3 @@ class PaymentsWorker:
                     generate_latest(worker.metrics.registry),
                     content_type="text/plain; version=0.0.4",
                 )
-
-
-def create_app(settings: Settings, *, store: str = "rocksdb://") -> faust.App:
-    return PaymentsWorker(settings, store=store).app

@@ -25,7 +25,7 @@ from payments.domain.errors import Conflict, NotFound, ProviderDeclined, Retryab
 from payments.domain.events import StatusUpdate
 from payments.domain.intents import STATUS_EVENT_TYPES
 from payments.domain.payment import DEFAULT_TENANT, IntentMatch, Payment
-from payments.domain.status import Status, can_transition
+from payments.domain.status import Status, allowed_from
 from payments.ports import (
     AuditEvent,
     EventPage,
@@ -234,7 +234,7 @@ class FakePaymentRepository:
                 if intent is not None:
                     payment = self.record_provider_status(payment_id, intent).payment or payment
                 return TransitionResult(TransitionOutcome.NOOP, payment, payment.status)
-            if not can_transition(payment.status, change.to):
+            if payment.status not in allowed_from(change.to):
                 return TransitionResult(TransitionOutcome.REFUSED, payment, payment.status, "final")
             previous = payment.status
             changes: dict[str, Any] = {"status": change.to}

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from dotenv import dotenv_values
 
@@ -95,10 +95,6 @@ def with_password(url: str, password: str) -> str:
     scheme, userinfo, hosts, rest = _netloc_parts(url)
     user = userinfo.split(":", 1)[0]
     return f"{scheme}{user}:{quote(password, safe='')}@{hosts}{rest}"
-
-
-def url_user(url: str) -> str:
-    return urlsplit(url.split(",")[0]).username or ""
 
 
 @dataclass(frozen=True)
@@ -404,13 +400,6 @@ class Config:
             "localstripe": self.localstripe_port,
             "api": self.api_port,
         }[name]
-
-    def every_port(self) -> dict[str, int]:
-        """Every port this layout listens on, by what listens (two stacks must not share one)."""
-        ports = {name: self.port_of(name) for name in self.parts()}
-        for n in range(1, self.layout.kafka_brokers + 1):
-            ports[f"{instance_name('kafka', n)} controller"] = self.controller_port(n)
-        return ports
 
 
 def part_kind(name: str) -> str:

@@ -27,12 +27,11 @@ from localstack.config import (
     StackError,
     settings_default,
     shift_ports,
-    url_user,
     with_password,
 )
 
-# Database roles (their SQL is in sql/roles.sql): the application, Debezium, the replicas.
-APP_ROLE = url_user(settings_default("database_url"))
+# Database roles besides the application's `payments` (all of them in sql/roles.sql): Debezium,
+# the replicas, the superuser.
 DEBEZIUM_ROLE = "debezium"
 REPLICATION_ROLE = "replicator"
 SUPERUSER = "postgres"
