@@ -28,7 +28,8 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def create_app(settings: Settings | None = None, *, services: ApiServices | None = None) -> Flask:
-    """Build the app. With ``services`` built over fakes, nothing connects anywhere."""
+    """Build the app. With ``services`` built over fakes (the status events included), nothing
+    connects anywhere."""
     settings = settings or (services.settings if services else Settings())
     configure_logging(settings.log_level)
     check_settings(settings)  # ConfigurationError (naming the setting) before anything connects

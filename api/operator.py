@@ -1,5 +1,5 @@
-"""The operator credential: HTTP Basic against ``settings.operator_logins``
-(``OPERATOR_CREDENTIALS=user:password,...``), for ``/ops``, ``/ops.json`` and ``/metrics``.
+"""The operator credential (``payments.operator_auth``: HTTP Basic against
+``settings.operator_logins``) for ``/ops``, ``/ops.json`` and ``/metrics``.
 
 Views opt in with ``@operator_required``; the API-key hook skips those endpoints (they show
 every tenant's payments and the internals' addresses, so a tenant key is not enough). With no
@@ -8,38 +8,23 @@ operator credential configured they answer 404: closed by default, never open.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import hmac
 from collections.abc import Callable, Mapping
 from typing import ParamSpec, TypeVar
 
 from flask import current_app, request
 
 from api.problems import ApiProblem
+from payments.operator_auth import operator_login
 
 REALM = "payments-ops"
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _basic(header: str) -> tuple[bytes, bytes] | None:
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not token:
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(b":")
-    return (user, password) if sep else None
-
-
 def check_operator(logins: Mapping[str, str], authorization: str | None) -> str:
     """The operator's user name, or an ``ApiProblem``: 404 when no operator credential is
-    configured, 401 (with a Basic challenge) when the request does not carry a valid one.
-    Every configured login is compared, in constant time, whatever matches."""
+    configured, 401 (with a Basic challenge) when the request does not carry a valid one."""
     if not logins:
         raise ApiProblem(
             404,
@@ -48,15 +33,7 @@ def check_operator(logins: Mapping[str, str], authorization: str | None) -> str:
             "(set OPERATOR_CREDENTIALS=user:password)",
             kind="not-found",
         )
-    given = _basic(authorization or "")
-    matched: str | None = None
-    if given is not None:
-        user, password = given
-        for name, secret in logins.items():
-            same_user = hmac.compare_digest(user, name.encode())
-            same_password = hmac.compare_digest(password, secret.encode())
-            if same_user and same_password:
-                matched = name
+    matched = operator_login(logins, authorization)
     if matched is None:
         raise ApiProblem(
             401,

@@ -28,8 +28,8 @@ def _observer() -> Observer:
         raise ApiProblem(
             503,
             "Monitoring not configured",
-            "this app was built without an observer (fake dependencies); start it with "
-            "bootstrap(settings)",
+            "this app was built over dependencies handed in, without an observer; build it from "
+            "the settings alone (create_app(settings)) or hand build_api_services an observer",
             kind="ops-unavailable",
         )
     return observer

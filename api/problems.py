@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 from flask import Flask, Response, g, json
-from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -17,6 +15,7 @@ from payments.domain.errors import (
     PaymentsError,
     ProviderDeclined,
     RetryableError,
+    StoreUnavailable,
     TransitionRefused,
 )
 from payments.logs import get_logger
@@ -177,7 +176,7 @@ def translate(exc: Exception) -> Response:
             kind="provider-unavailable",
             headers={"Retry-After": "5"},
         )
-    if isinstance(exc, (psycopg.OperationalError, PoolTimeout)):
+    if isinstance(exc, StoreUnavailable):
         log.warning("database unavailable", error=str(exc))
         return problem(
             503,

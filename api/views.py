@@ -23,7 +23,6 @@ from api.operator import operator_required
 from api.problems import ApiProblem
 from api.schemas import ConfirmPaymentBody, CreatePaymentBody
 from api.timeline import timeline
-from payments.adapters.stripe_gateway import verify_webhook
 from payments.domain.errors import InvalidRequest
 from payments.domain.money import Money
 from payments.domain.payment import Payment
@@ -287,7 +286,7 @@ def stripe_webhook() -> Response:
             headers={"Retry-After": "60"},
         )
     raw = request.get_data(cache=True)
-    event, payload = verify_webhook(
+    event, payload = services().verify_webhook(
         raw,
         request.headers.get("Stripe-Signature"),
         secrets=secrets,

@@ -29,14 +29,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bench.report import Figure, format_ratio, format_seconds, say
-from bench.stack import Context
+from bench.stack import PARTITION_COUNT, Context
 from payments.adapters.rate_limit import RateLimiter
-from payments.bootstrap import reconcile_policy
+from payments.bootstrap import bootstrap
 from payments.domain.money import Money
 from payments.domain.payment import Payment
 from payments.domain.status import Status
-from payments.reconcile import Reconciler
-from payments.service import PaymentService
 from payments.settings import Settings
 from tests.fakes import (
     FakeIntent,
@@ -50,7 +48,8 @@ STRIPE_RPS = 25.0
 LATENCY_SECONDS = 0.030
 PAGE = 100
 CHANGED_SHARE = 0.01
-PARTITIONS = list(range(6))
+# The change topic's partitions, as many as the settings give it.
+PARTITIONS = list(range(PARTITION_COUNT))
 
 
 class VirtualClock:
@@ -70,24 +69,20 @@ class VirtualClock:
         self.elapsed += max(0.0, seconds)
 
 
-class LimitedStripe(FakeStripeGateway):
+def limited_stripe(limiter: RateLimiter, sleep: Callable[[float], None]) -> FakeStripeGateway:
     """The fake Stripe behind the project's token bucket, with latency, paging like Stripe."""
 
-    def __init__(self, limiter: RateLimiter, sleep: Callable[[float], None]) -> None:
-        super().__init__()
-        self.limiter = limiter
-        self._pause = sleep
+    def each_call() -> None:
+        limiter.acquire()
+        sleep(LATENCY_SECONDS)
 
-    page_size = PAGE
-
-    def _call(self) -> None:
-        self.limiter.acquire()
-        super()._call()
-        self._pause(LATENCY_SECONDS)
+    stripe = FakeStripeGateway(on_call=each_call)
+    stripe.page_size = PAGE
+    return stripe
 
 
 def build(
-    total: int, ages: Callable[[int], float], now: float, stripe: LimitedStripe
+    total: int, ages: Callable[[int], float], now: float, stripe: FakeStripeGateway
 ) -> tuple[FakePaymentRepository, list[OpenEntryFake]]:
     """``total`` pending payments with intents; 1% of them changed on Stripe (succeeded,
     declined or canceled, with their events)."""
@@ -128,14 +123,12 @@ def build(
         elif n % 3 == 1:
             stripe.decline(intent_id)
         else:
-            intent = stripe.intents[intent_id]
-            intent.status = "canceled"
-            stripe._emit("payment_intent.canceled", intent)
+            stripe.cancel_from_dashboard(intent_id)
     return repo, entries
 
 
 def assignment(workers: int) -> list[list[int]]:
-    """How Kafka's range assignor splits the 6 partitions between ``workers``."""
+    """How Kafka's range assignor splits the partitions between ``workers``."""
     per, extra = divmod(len(PARTITIONS), workers)
     parts, start = [], 0
     for w in range(workers):
@@ -157,7 +150,7 @@ def cycle(
     limiter = RateLimiter(
         STRIPE_RPS, clock=clock.monotonic if clock else time.monotonic, sleep=sleep
     )
-    stripe = LimitedStripe(limiter, sleep)
+    stripe = limited_stripe(limiter, sleep)
     now = clock.time() if clock else time.time()
     repo, entries = build(total, ages, now, stripe)
     stripe.calls = 0
@@ -169,17 +162,17 @@ def cycle(
     seconds = 0.0
     for parts in assignment(workers):
         started = clock.elapsed if clock else time.perf_counter()
-        reconciler = Reconciler(
-            repo,
-            stripe,
-            PaymentService(repo, stripe),
-            reconcile_policy(Settings()),
-            calls=lambda: stripe.calls,
+        # One worker's core, as the worker builds it, over the fakes.
+        core = bootstrap(
+            Settings(),
+            role="worker",
+            repository=repo,
+            gateway=stripe,
             clock=clock.time if clock else time.time,
         )
         table = MemoryOpenPayments(e for p in parts for e in by_partition[p])
         share = STRIPE_RPS * len(parts) / len(PARTITIONS)
-        report = reconciler.run(table, parts, rps=share, lead_sweep=0 in parts)
+        report = core.reconciler.run(table, parts, rps=share, lead_sweep=0 in parts)
         # The workers run side by side: the cycle lasts as long as the slowest one.
         took = (clock.elapsed if clock else time.perf_counter()) - started
         seconds = max(seconds, took)
@@ -314,7 +307,8 @@ def run(ctx: Context) -> list[Figure]:
             calls_3 / every_worker if every_worker else None,
             "events listed once per deployment",
             all(f.get("sweepers", 0) == 1 for _, f in per_workers.values()),
-            f"aged population split over the 6 partitions as Kafka's range assignor does; "
+            f"aged population split over the {len(PARTITIONS)} partitions as Kafka's range "
+            "assignor does; "
             f"calls per cycle for {workers_text}; only the owner of partition 0 sweeps",
             {str(w): {"calls": c, **f} for w, (c, f) in per_workers.items()},
         ),

@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from bench.report import parse_vmrss_kib, say
 from payments.settings import Settings
 
-PARTITIONS = Settings().kafka_topic_partitions  # the one place that defines it: the settings
+PARTITION_COUNT = Settings().kafka_topic_partitions  # the one place that defines it: the settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / ".stack" / "bench"
@@ -84,7 +84,7 @@ class Kafka:
     def close(self) -> None:
         self.admin.close()
 
-    def create_topic(self, name: str, partitions: int = PARTITIONS) -> None:
+    def create_topic(self, name: str, partitions: int = PARTITION_COUNT) -> None:
         self.admin.create_topics(
             {name: {"num_partitions": partitions, "replication_factor": 1}},
             wait_for_metadata=True,
@@ -141,7 +141,7 @@ class Kafka:
             max_partition_fetch_bytes=4 * 1024**2,
             request_timeout_ms=30_000,
         )
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        parts = [TopicPartition(topic, p) for p in range(PARTITION_COUNT)]
         consumer.assign(parts)
         if from_end:
             consumer.seek_to_end(*parts)
@@ -327,7 +327,7 @@ def wait_worker_caught_up(ctx: Context, *, timeout: float = 180.0, slack: int = 
     topic = ctx.settings.cdc_payments_topic
     consumer = KafkaConsumer(bootstrap_servers=ctx.kafka.servers, request_timeout_ms=30_000)
     try:
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        parts = [TopicPartition(topic, p) for p in range(PARTITION_COUNT)]
         quiet_since = [time.monotonic(), -1]
 
         def settled() -> bool:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from bench.envelopes import pending_insert, succeeded_update
 from bench.report import Figure, format_rate, format_seconds, say
-from bench.stack import Context, Kafka, ScratchWorker, wait_applied
+from bench.stack import PARTITION_COUNT, Context, Kafka, ScratchWorker, wait_applied
 
 
 def steady_rate(samples: list[tuple[float, int]], total: int, started: float) -> float:
@@ -123,8 +123,9 @@ def run(ctx: Context) -> list[Figure]:
             ratio,
             "≥ 0.3",
             ratio >= 0.3,
-            f"{total:,} synthetic Debezium inserts on a 6-partition scratch topic; worker = "
-            f"payments-worker process (RocksDB table + changelog), rate from committed offsets "
+            f"{total:,} synthetic Debezium inserts on a {PARTITION_COUNT}-partition scratch "
+            "topic; worker = payments-worker process (RocksDB table + changelog), rate from "
+            "committed offsets "
             f"after its first commit ({format_seconds(startup)} start-up excluded); baseline "
             f"from its first batch",
             {

@@ -157,14 +157,3 @@ def decode(value: bytes | None) -> PaymentChange | None:
         tx_id=tx_id if isinstance(tx_id, int) else None,
         committed_at_ms=ts if isinstance(ts, int) else None,
     )
-
-
-def decode_key(key: bytes | None) -> UUID | None:
-    """The payment id of a record key ``{"id": "<uuid>"}``, or ``None`` if absent/malformed."""
-    if not key:
-        return None
-    try:
-        doc = json.loads(key)
-        return UUID(str(doc["id"])) if isinstance(doc, dict) and "id" in doc else None
-    except (ValueError, UnicodeDecodeError):
-        return None

@@ -8,7 +8,6 @@ error; kafka-python's clients are not thread-safe, so a lock serialises the sect
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import struct
 import threading
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ops.common import DEFAULT_TIMEOUT_SECONDS, ObserveError
+from payments.domain.events import EventFormatError, StatusUpdate
 
 # ----------------------------------------------------------------------------- pure shaping
 
@@ -47,37 +47,20 @@ def group_lag(
     return (sum(known) if known else None), rows
 
 
-EVENT_FIELDS = (
-    "event_id",
-    "payment_id",
-    "previous_status",
-    "status",
-    "source",
-    "amount_minor",
-    "currency",
-    "version",
-    "occurred_at",
-)
-
-
 def decode_event(
     partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None
 ) -> dict[str, Any]:
-    """One status event as the page shows it; a value that is not JSON is shown raw."""
-    try:
-        body = json.loads(value) if value is not None else None
-    except ValueError:
-        body = None
+    """One status event as the page shows it: where Kafka holds it and the event's fields; a
+    value that is not a status event is shown raw."""
     doc: dict[str, Any] = {
         "partition": partition,
         "offset": offset,
         "timestamp": datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(),
         "key": key.decode("utf-8", "replace") if key is not None else None,
     }
-    if isinstance(body, dict):
-        for name in EVENT_FIELDS:
-            doc[name] = body.get(name)
-    else:
+    try:
+        doc.update(StatusUpdate.from_json(value or b"").to_dict())
+    except EventFormatError:
         doc["raw"] = (value or b"").decode("utf-8", "replace")[:300]
     return doc
 

@@ -1,22 +1,25 @@
 """The one composition root: the adapters and use cases of a process, built from settings.
 
-The API, the worker, the CLI and the benchmarks all call :func:`bootstrap`; tests hand fakes to
-the same function. Nothing here runs at import time: pools are opened when it is called (after
-gunicorn's fork, inside the running worker).
+The API and the worker call :func:`bootstrap`; so do the benchmarks and the API's unit tests,
+handing it their fakes. Nothing outside this module (and the tests) imports an adapter: what the
+API needs of them (webhook verification, readiness checks) is on :class:`Core`. Nothing here
+runs at import time: pools are opened when it is called (after gunicorn's fork, inside the
+running worker).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from payments.adapters.postgres.pools import make_primary_pool, make_read_pool
+from payments.adapters.postgres.pools import check_each_host, make_primary_pool, make_read_pool
 from payments.adapters.postgres.rate_budget import PostgresRateBudget
 from payments.adapters.postgres.repository import PostgresRepository
 from payments.adapters.rate_limit import RateLimiter
-from payments.adapters.stripe_gateway import RateBudget, StripeGateway
-from payments.ports import PaymentGateway, PaymentRepository
+from payments.adapters.stripe_gateway import RateBudget, StripeGateway, verify_webhook
+from payments.ports import PaymentGateway, PaymentRepository, WebhookVerifier
 from payments.reconcile import ReconcilePolicy, Reconciler
 from payments.service import PaymentService
 from payments.settings import Settings
@@ -25,18 +28,24 @@ from payments.settings import Settings
 # backoff and a rate-limit wait (the worker keeps the full settings).
 API_STRIPE_TIMEOUT_SECONDS = 8.0
 
-Role = Literal["api", "worker", "cli"]
+Role = Literal["api", "worker"]
+# A part's readiness check: "ok", or why not.
+ReadinessCheck = Callable[[], str]
 
 
 @dataclass
 class Core:
-    """What one process works with: repository, Stripe gateway, the use cases."""
+    """What one process works with: repository, Stripe gateway, the use cases, and the checks
+    and webhook verification of the adapters behind them."""
 
     settings: Settings
     repository: PaymentRepository
     gateway: PaymentGateway
     service: PaymentService
     reconciler: Reconciler
+    # part name -> check, for /readyz: the primary, and each replica on its own.
+    readiness: dict[str, ReadinessCheck]
+    verify_webhook: WebhookVerifier
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -55,6 +64,28 @@ def reconcile_policy(settings: Settings) -> ReconcilePolicy:
     )
 
 
+def _answers(call: Callable[[], object]) -> ReadinessCheck:
+    def check() -> str:
+        try:
+            call()
+        except Exception as exc:
+            return f"unreachable: {str(exc).strip()[:200]}"
+        return "ok"
+
+    return check
+
+
+def _each_replica(read_url: str) -> ReadinessCheck:
+    """Every replica of a multi-host URL on its own: libpq would hide a dead one."""
+
+    def check() -> str:
+        results = check_each_host(read_url, timeout_seconds=2)
+        bad = {h: r for h, r in results.items() if r != "ok"}
+        return "ok" if not bad else "; ".join(f"{h} {r}" for h, r in bad.items())
+
+    return check
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -63,6 +94,7 @@ def bootstrap(
     gateway: PaymentGateway | None = None,
     stripe_observer: Callable[[str, str], None] | None = None,
     wrap_repository: Callable[[PaymentRepository], PaymentRepository] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Core:
     """Real adapters from ``settings``, unless a repository or gateway is handed in.
 
@@ -70,16 +102,19 @@ def bootstrap(
     Stripe a shorter timeout and one retry (a request must end within gunicorn's timeout).
     Stripe calls take their tokens from one budget shared by every process (in PostgreSQL);
     with a repository handed in, from an in-process bucket. ``wrap_repository`` decorates the
-    repository the use cases see (the API counts what it does through it).
+    repository the use cases see (the API counts what it does through it). ``clock`` is the
+    reconciler's (a benchmark's simulated time).
     """
     closers: list[Callable[[], None]] = []
     budget: RateBudget = RateLimiter(settings.stripe_max_rps)
+    readiness: dict[str, ReadinessCheck] = {}
     if repository is None:
         primary = make_primary_pool(settings)
         closers.append(primary.close)
         replicas = make_read_pool(settings) if role == "api" else None
         if replicas is not None:
             closers.append(replicas.close)
+            readiness["replicas"] = _each_replica(settings.database_read_url)
         repository = PostgresRepository(primary, replicas)
         # One budget for the deployment; the worker's calls leave a reserve for customers'.
         budget = PostgresRateBudget(primary, settings.stripe_max_rps, background=role != "api")
@@ -96,12 +131,17 @@ def bootstrap(
         )
     if wrap_repository is not None:
         repository = wrap_repository(repository)
-    service = PaymentService(repository, gateway)
+    stripe = gateway
+    service = PaymentService(repository, stripe)
     reconciler = Reconciler(
         repository,
-        gateway,
+        stripe,
         service,
         reconcile_policy(settings),
-        calls=lambda: getattr(gateway, "calls", 0),
+        calls=lambda: stripe.calls,
+        clock=clock,
     )
-    return Core(settings, repository, gateway, service, reconciler, closers)
+    readiness = {"primary": _answers(repository.ping), **readiness}
+    return Core(
+        settings, repository, stripe, service, reconciler, readiness, verify_webhook, closers
+    )

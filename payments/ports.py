@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -310,6 +310,12 @@ class PaymentRepository(Protocol):
 class PaymentGateway(Protocol):
     """What the use cases need from Stripe (``StripeGateway`` or the test fake)."""
 
+    @property
+    def calls(self) -> int:
+        """Calls made to Stripe so far (each HTTP attempt, retries included): what a
+        reconciliation cycle reports it spent."""
+        ...
+
     def create_intent(self, payment: Payment) -> Intent: ...
     def retrieve_intent(self, intent_id: str) -> Intent: ...
     def cancel_intent(self, intent_id: str, *, reason: str) -> Intent: ...
@@ -330,6 +336,21 @@ class PaymentGateway(Protocol):
         """PaymentIntents created in ``[created_from, created_to)`` (epoch seconds), a page per
         call; None where the provider cannot list them by creation time (retrieve instead)."""
         ...
+
+
+class WebhookVerifier(Protocol):
+    """Checks Stripe's signature over a webhook's raw body against every secret listed (old and
+    new, during a rotation); the event and its JSON. Refuses with ``InvalidRequest`` naming
+    ``Stripe-Signature`` (missing, wrong or stale) or ``body`` (signed, but not an event)."""
+
+    def __call__(
+        self,
+        payload: bytes,
+        signature_header: str | None,
+        *,
+        secrets: Sequence[str],
+        tolerance_seconds: int,
+    ) -> tuple[ProviderEvent, dict[str, Any]]: ...
 
 
 class OpenPayment(Protocol):

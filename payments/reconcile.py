@@ -190,7 +190,7 @@ class Reconciler:
         # When the previous plan was made: the window in which ages crossed stale_after.
         self._previous_start: float | None = None
         # Retrievals that did not fit last cycle's budget: first in line next cycle.
-        self._owed: dict[UUID, Due] = {}
+        self._deferred_retrievals: dict[UUID, Due] = {}
         # Checks that failed, waiting with a growing delay (also shown on /ops).
         self.retries: dict[UUID, Retry] = {}
         self._lists_stale: bool | None = None
@@ -305,7 +305,7 @@ class Reconciler:
                     yield _due(Check.CREATE, entry)
             for entry in table.created_between(0.0, expired_before):
                 yield _due(Check.EXPIRE, entry)
-            yield from self._owed.values()
+            yield from self._deferred_retrievals.values()
 
         # First attempts come first; checks that failed before (an intent Stripe does not
         # know, one that cannot be canceled) take what is left, fewest failures first: old
@@ -335,7 +335,9 @@ class Reconciler:
         deferred += max(0, len(again) - room)
         seen = {item.payment_id for item in due}
         # Owed retrievals that did not fit stay owed (first in line next cycle).
-        self._owed = {d.payment_id: d for d in self._owed.values() if d.payment_id not in seen}
+        self._deferred_retrievals = {
+            d.payment_id: d for d in self._deferred_retrievals.values() if d.payment_id not in seen
+        }
         stale_window = (max(expired_before, stale_at - window), stale_at)
         return Plan(
             due,
@@ -439,8 +441,8 @@ class Reconciler:
             self._run_checks(fits, report)
             report.deferred += len(owed)
             for item in owed:
-                if len(self._owed) < DEFERRED_COUNT_CAP * max(1, budget):
-                    self._owed[item.payment_id] = item
+                if len(self._deferred_retrievals) < DEFERRED_COUNT_CAP * max(1, budget):
+                    self._deferred_retrievals[item.payment_id] = item
             chunk.clear()
 
         for entry in table.created_between(*window):

@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     stripe_max_rps: float = 20.0
 
     reconcile_interval_seconds: float = 600.0
-    # A non-final payment with no Stripe event for this long is retrieved one by one.
+    # A payment still open this long after its creation is looked at once more: in Stripe's
+    # list of intents by creation time, or, where Stripe cannot list them so (the local
+    # stand-in), retrieved one by one.
     reconcile_stale_after_seconds: float = 3_600.0
     pending_ttl_seconds: float = 86_400.0
     # Reconciliation checks in flight at once (all within the Stripe rate budget).

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import threading
 import time
-from base64 import b64decode
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +26,7 @@ from prometheus_client import generate_latest
 from cdc.envelope import DecodeError, PaymentChange, decode
 from payments.bootstrap import Core, bootstrap
 from payments.logs import configure_logging, get_logger
+from payments.operator_auth import operator_login
 from payments.reconcile import CycleReport
 from payments.settings import Settings
 from streams import handlers
@@ -355,15 +354,8 @@ class PaymentsWorker:
 
     def authorized(self, request: Request) -> bool:
         """HTTP Basic with an operator credential (OPERATOR_CREDENTIALS)."""
-        header = request.headers.get("Authorization", "")
-        if not header.lower().startswith("basic "):
-            return False
-        try:
-            user, _, password = b64decode(header[6:]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        expected = self.settings.operator_logins.get(user)
-        return expected is not None and hmac.compare_digest(password, expected)
+        logins = self.settings.operator_logins
+        return operator_login(logins, request.headers.get("Authorization")) is not None
 
     def stats(self) -> dict[str, Any]:
         by_status = self.open.by_status()
@@ -486,7 +478,3 @@ class PaymentsWorker:
                     generate_latest(worker.metrics.registry),
                     content_type="text/plain; version=0.0.4",
                 )
-
-
-def create_app(settings: Settings, *, store: str = "rocksdb://") -> faust.App:
-    return PaymentsWorker(settings, store=store).app

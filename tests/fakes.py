@@ -1,4 +1,5 @@
-"""In-memory fakes of the repository and the Stripe gateway, for unit tests and benchmarks.
+"""In-memory fakes of the repository, the Stripe gateway, the worker's open-payments table and
+the status events the API reads, for unit tests and benchmarks.
 
 They follow the same rules as the real adapters (guarded transitions, one intent per creation
 claim, webhook inbox dedupe) so tests written against them say something about production.
@@ -12,17 +13,19 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from api.emitted import EmittedEvents
 from payments.adapters.stripe_gateway import creation_key
 from payments.domain.errors import Conflict, NotFound, ProviderDeclined, RetryableError
+from payments.domain.events import StatusUpdate
 from payments.domain.intents import STATUS_EVENT_TYPES
 from payments.domain.payment import DEFAULT_TENANT, IntentMatch, Payment
-from payments.domain.status import Status, can_transition
+from payments.domain.status import Status, allowed_from
 from payments.ports import (
     AuditEvent,
     EventPage,
@@ -231,7 +234,7 @@ class FakePaymentRepository:
                 if intent is not None:
                     payment = self.record_provider_status(payment_id, intent).payment or payment
                 return TransitionResult(TransitionOutcome.NOOP, payment, payment.status)
-            if not can_transition(payment.status, change.to):
+            if payment.status not in allowed_from(change.to):
                 return TransitionResult(TransitionOutcome.REFUSED, payment, payment.status, "final")
             previous = payment.status
             changes: dict[str, Any] = {"status": change.to}
@@ -388,14 +391,21 @@ class FakeStripeGateway:
     Set ``fail_with`` to an exception to make every call raise it (e.g. ``RetryableError``),
     or ``fail_next`` to fail only the next N calls. Idempotency keys are honoured like
     Stripe's: the same key returns the same intent. Events are listed by id order, a page of
-    ``page_size`` at a time, like the real gateway's pages (oldest first).
+    ``page_size`` at a time, like the real gateway's pages (oldest first). ``on_call`` runs
+    before each call is answered, in the caller's thread (a benchmark's rate limit and latency).
     """
 
     page_size = 100
 
-    def __init__(self, *, honour_idempotency: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        honour_idempotency: bool = True,
+        on_call: Callable[[], None] | None = None,
+    ) -> None:
         # localstripe ignores Idempotency-Key; False makes the fake do the same.
         self.honour_idempotency = honour_idempotency
+        self.on_call = on_call
         self._lock = threading.Lock()
         self.intents: dict[str, FakeIntent] = {}
         self.by_key: dict[str, str] = {}
@@ -406,6 +416,8 @@ class FakeStripeGateway:
         self.latency_seconds = 0.0
 
     def _call(self) -> None:
+        if self.on_call is not None:
+            self.on_call()
         with self._lock:
             self.calls += 1
             if self.fail_next > 0:
@@ -573,6 +585,14 @@ class FakeStripeGateway:
             self._emit("payment_intent.payment_failed", intent)
             return self.events[-1]
 
+    def cancel_from_dashboard(self, intent_id: str) -> ProviderEvent:
+        """The merchant cancels the intent on Stripe's side (no reason given)."""
+        with self._lock:
+            intent = self._get(intent_id)
+            intent.status = "canceled"
+            self._emit("payment_intent.canceled", intent)
+            return self.events[-1]
+
     def intents_for(self, payment_id: UUID) -> list[Intent]:
         with self._lock:
             return [
@@ -616,3 +636,13 @@ class MemoryOpenPayments:
         for entry in self.created_between(0.0, created_before):
             if entry.provider_payment_id is None:
                 yield entry
+
+
+class InMemoryStatusEvents:
+    """The API's ``StatusEventSource`` without Kafka: the events a test hands in, by payment."""
+
+    def __init__(self) -> None:
+        self.events: dict[UUID, list[StatusUpdate]] = {}
+
+    def events_for(self, payment_id: UUID, since: datetime) -> EmittedEvents:
+        return EmittedEvents(events=list(self.events.get(payment_id, [])))

@@ -45,3 +45,13 @@ class ProviderDeclined(PaymentsError):
         super().__init__(message)
         self.code = code
         self.field = field
+
+
+class StoreUnavailable(Exception):
+    """The payments database did not answer (refused, lost, pool exhausted, statement timed
+    out): the same request may pass shortly. Raised by the repository, translated from the
+    driver's errors once, at its boundary.
+
+    Not a ``PaymentsError`` on purpose: those are the core's refusals, which a caller handles
+    per payment; an outage is what the reconciler counts to stop a cycle after a few in a row.
+    """

@@ -1,13 +1,16 @@
 """The ``payment-status-update`` event: one per status change that reached the database.
 
-Built in one place (the worker, from a change record) and parsed in one place (any reader: the
-API's timeline, the tests, the benchmarks). ``event_id`` is ``<payment_id>:<version>``: the same
-change always has the same id, so a consumer drops duplicates by it. On Kafka the event also
-carries CloudEvents 1.0 headers (binary content mode) with ``ce_id`` = ``event_id``.
+Built in one place (the worker, from a change record) and parsed in one place,
+``StatusUpdate.from_json``, by the product's readers (the API's timeline, the operations
+snapshot; the tests read the records on their own, as any consumer would). ``event_id`` is
+``<payment_id>:<version>``: the same change always has the same id, so a consumer drops
+duplicates by it. On Kafka the event also carries CloudEvents 1.0 headers (binary content mode)
+with ``ce_id`` = ``event_id``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,6 +80,19 @@ class StatusUpdate:
         if self.tenant_id:
             attributes["tenantid"] = self.tenant_id  # extension: route by merchant
         return attributes
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> StatusUpdate:
+        """The event of a record's value, as the worker wrote it (JSON)."""
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise EventFormatError(f"not a payment-status-update event: not JSON ({exc})") from exc
+        if not isinstance(doc, dict):
+            raise EventFormatError(
+                f"not a payment-status-update event: a JSON {type(doc).__name__}, not an object"
+            )
+        return cls.from_dict(doc)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> StatusUpdate:

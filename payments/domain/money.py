@@ -210,10 +210,9 @@ MINIMUM_CHARGE: dict[str, int] = {
 }
 
 # Stripe's special cases. ISK is two-decimal in the API but whole krónur only (multiples of
-# 100). HUF and TWD are two-decimal for charges; only their payouts are whole units, so a charge
-# needs nothing more (kept here so the rule is written down, not forgotten).
+# 100). HUF and TWD are two-decimal for charges too; only their payouts are whole units, so a
+# charge in them needs no rule of its own.
 WHOLE_UNITS_ONLY: frozenset[str] = frozenset(["isk"])
-WHOLE_UNIT_PAYOUTS_ONLY: frozenset[str] = frozenset(["huf", "twd"])
 
 
 def decimals(currency: str) -> int:

@@ -41,11 +41,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 OPEN_STATUSES: frozenset[Status] = frozenset(s for s, targets in TRANSITIONS.items() if targets)
 
 
-def can_transition(from_status: Status, to_status: Status) -> bool:
-    """True when ``from_status -> to_status`` is a real, allowed change."""
-    return to_status in TRANSITIONS[from_status]
-
-
 def allowed_from(to_status: Status) -> list[Status]:
     """Every status a payment may be in for a write of ``to_status`` to apply."""
     return [s for s, targets in TRANSITIONS.items() if to_status in targets]

@@ -236,11 +236,9 @@ class Stack:
             "replica1": f"PostgreSQL replicas  127.0.0.1:{r1}, 127.0.0.1:{r2}  (streaming)",
             "kafka": f"Kafka                {cfg.bootstrap_servers}  ({len(kafka_nodes)} KRaft "
             f"node(s); topics RF {rf}, min.insync {isr})",
-            "connect": f"Kafka Connect        http://127.0.0.1:{cfg.connect_port}  "
-            "(connector payments-postgres)",
-            "localstripe": f"Stripe stand-in      http://127.0.0.1:{cfg.localstripe_port}",
-            "api": f"API                  http://127.0.0.1:{cfg.api_port}  "
-            "(/docs, /ops, /checkout, /metrics)",
+            "connect": f"Kafka Connect        {cfg.connect_url}  (connector payments-postgres)",
+            "localstripe": f"Stripe stand-in      {cfg.stripe_url}",
+            "api": f"API                  {cfg.api_url}  (/docs, /ops, /checkout, /metrics)",
             "worker": f"Faust workers        {', '.join(cfg.worker_urls)}  "
             "(/pending/ /stats/ /metrics)",
         }
@@ -254,7 +252,7 @@ class Stack:
             f"\n  Secrets (DB passwords, API keys, operator login, Stripe keys) are in {env_file}"
             "\n  (mode 600, gitignored); they are never printed. To use them:"
             f"\n    KEY=$(grep -oP '^API_KEYS=acme:\\K[^,]+' {env_file})"
-            f'\n    curl -H "Authorization: Bearer $KEY" http://127.0.0.1:{cfg.api_port}/payments'
+            f'\n    curl -H "Authorization: Bearer $KEY" {cfg.api_url}/payments'
             f"\n    psql \"$(grep -oP '^DATABASE_URL=\\K.*' {env_file})\""
             f"\n    grep ^OPERATOR_CREDENTIALS= {env_file}   # user:password for operators"
         )

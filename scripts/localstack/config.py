@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from dotenv import dotenv_values
 
@@ -33,6 +33,14 @@ MAX_WORKERS = 16
 
 PG_PARTS = ("postgres", "replica1", "replica2")
 SERVICE_PARTS = ("connect", "localstripe", "api")
+
+
+# Every part listens on the loopback only.
+HOST = "127.0.0.1"
+
+
+def http_url(port: int) -> str:
+    return f"http://{HOST}:{port}"
 
 
 class StackError(Exception):
@@ -65,6 +73,14 @@ def url_ports(url: str) -> list[int]:
     return [int(hp.rsplit(":", 1)[1]) for hp in hosts.split(",") if ":" in hp]
 
 
+def default_port(name: str) -> int:
+    """The (first) port of the URL a setting defaults to: the settings define it, not this."""
+    ports = url_ports(settings_default(name))
+    if not ports:
+        raise StackError(f"the default of {name} names no port: {settings_default(name)!r}")
+    return ports[0]
+
+
 def shift_ports(url: str, offset: int) -> str:
     """The same URL with every port of its host list moved by ``offset``."""
     scheme, userinfo, hosts, rest = _netloc_parts(url)
@@ -79,10 +95,6 @@ def with_password(url: str, password: str) -> str:
     scheme, userinfo, hosts, rest = _netloc_parts(url)
     user = userinfo.split(":", 1)[0]
     return f"{scheme}{user}:{quote(password, safe='')}@{hosts}{rest}"
-
-
-def url_user(url: str) -> str:
-    return urlsplit(url.split(",")[0]).username or ""
 
 
 @dataclass(frozen=True)
@@ -104,12 +116,12 @@ class BasePorts:
         if len(replicas) != 2:
             raise StackError(f"the default DATABASE_READ_URL should list 2 replicas: {replicas}")
         return cls(
-            postgres=url_ports(settings_default("database_url"))[0],
+            postgres=default_port("database_url"),
             replicas=(replicas[0], replicas[1]),
             kafka=int(settings_default("kafka_bootstrap_servers").split(",")[0].rsplit(":", 1)[1]),
             controller=KAFKA_CONTROLLER_BASE_PORT,
-            connect=urlsplit(settings_default("kafka_connect_url")).port or 8083,
-            localstripe=urlsplit(settings_default("stripe_api_base")).port or 8420,
+            connect=default_port("kafka_connect_url"),
+            localstripe=default_port("stripe_api_base"),
             api=API_BASE_PORT,
             worker=int(settings_default("worker_web_port")),
         )
@@ -326,14 +338,27 @@ class Config:
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(
-            f"127.0.0.1:{self.kafka_port(n)}" for n in range(1, self.layout.kafka_brokers + 1)
+            f"{HOST}:{self.kafka_port(n)}" for n in range(1, self.layout.kafka_brokers + 1)
         )
+
+    # ----------------------------------------------------------------- URLs
+
+    @property
+    def api_url(self) -> str:
+        return http_url(self.api_port)
+
+    @property
+    def connect_url(self) -> str:
+        return http_url(self.connect_port)
+
+    @property
+    def stripe_url(self) -> str:
+        """The Stripe stand-in's (localstripe) base URL."""
+        return http_url(self.localstripe_port)
 
     @property
     def worker_urls(self) -> list[str]:
-        return [
-            f"http://127.0.0.1:{self.worker_port(n)}" for n in range(1, self.layout.workers + 1)
-        ]
+        return [http_url(self.worker_port(n)) for n in range(1, self.layout.workers + 1)]
 
     # ----------------------------------------------------------------- names
 
@@ -375,13 +400,6 @@ class Config:
             "localstripe": self.localstripe_port,
             "api": self.api_port,
         }[name]
-
-    def every_port(self) -> dict[str, int]:
-        """Every port this layout listens on, by what listens (two stacks must not share one)."""
-        ports = {name: self.port_of(name) for name in self.parts()}
-        for n in range(1, self.layout.kafka_brokers + 1):
-            ports[f"{instance_name('kafka', n)} controller"] = self.controller_port(n)
-        return ports
 
 
 def part_kind(name: str) -> str:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 from localstack.config import ROOT, Config, StackError, say
 from localstack.envfile import minimal_env
 from localstack.kafka import java_argv, write
-from localstack.processes import check_port_free, http_json, spawn, wait_until
+from localstack.processes import check_port_free, http_json, run_command, spawn, wait_until
 from payments.settings import Settings
 
 # Connect's own topics (compacted): name -> partitions.
@@ -115,8 +114,7 @@ def start_connect(cfg: Config, settings: Settings, values: Mapping[str, str]) ->
         cfg,
         "connect",
         lambda: (
-            "PostgresConnector"
-            in json.dumps(http_json(f"http://127.0.0.1:{cfg.connect_port}/connector-plugins"))
+            "PostgresConnector" in json.dumps(http_json(f"{cfg.connect_url}/connector-plugins"))
         ),
         f"REST API on {cfg.connect_port} listing the Debezium PostgresConnector plugin from "
         f"{cfg.jvm / 'plugins'}",
@@ -127,14 +125,7 @@ def start_connect(cfg: Config, settings: Settings, values: Mapping[str, str]) ->
 def register_connector(env: Mapping[str, str]) -> None:
     """``register-connectors`` (what a user runs): renders connectors/*.json from the settings,
     PUTs it, waits until RUNNING, creates the change topics."""
-    result = subprocess.run(
-        [str(ROOT / ".venv/bin/register-connectors")],
-        env=dict(env),
-        text=True,
-        capture_output=True,
-        check=False,
-        cwd=ROOT,
-    )
+    result = run_command([str(ROOT / ".venv/bin/register-connectors")], env)
     for line in (result.stdout + result.stderr).strip().splitlines():
         say(f"connect: {line}")
     if result.returncode != 0:

@@ -27,12 +27,11 @@ from localstack.config import (
     StackError,
     settings_default,
     shift_ports,
-    url_user,
     with_password,
 )
 
-# Database roles (their SQL is in sql/roles.sql): the application, Debezium, the replicas.
-APP_ROLE = url_user(settings_default("database_url"))
+# Database roles besides the application's `payments` (all of them in sql/roles.sql): Debezium,
+# the replicas, the superuser.
 DEBEZIUM_ROLE = "debezium"
 REPLICATION_ROLE = "replicator"
 SUPERUSER = "postgres"
@@ -155,19 +154,19 @@ def layout_values(
         "DATABASE_URL": with_password(primary, password),
         "DATABASE_READ_URL": with_password(replicas, password),
         "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
-        "KAFKA_CONNECT_URL": f"http://127.0.0.1:{cfg.connect_port}",
+        "KAFKA_CONNECT_URL": cfg.connect_url,
         "KAFKA_REPLICATION_FACTOR": str(cfg.layout.replication_factor),
         "KAFKA_MIN_INSYNC_REPLICAS": str(cfg.layout.min_insync_replicas),
         "WORKER_WEB_PORT": str(cfg.worker_port(1)),
         "WORKER_URL": ",".join(cfg.worker_urls),
-        "API_URL": f"http://127.0.0.1:{cfg.api_port}",
+        "API_URL": cfg.api_url,
         "DEBEZIUM_DB_USER": DEBEZIUM_ROLE,
     }
     # The Stripe stand-in's address follows the offset; a real Stripe base (empty or remote),
     # set by the user, is left alone.
     stripe_base = environ.get("STRIPE_API_BASE", current.get("STRIPE_API_BASE"))
     if stripe_base is None or is_local_stripe(stripe_base):
-        values["STRIPE_API_BASE"] = f"http://127.0.0.1:{cfg.localstripe_port}"
+        values["STRIPE_API_BASE"] = cfg.stripe_url
     return values
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 from localstack.config import ROOT, Config, StackError, instance_name, instance_number, say
 from localstack.envfile import minimal_env
-from localstack.processes import check_port_free, spawn, wait_until
+from localstack.processes import check_port_free, run_tool, spawn, wait_until
 from payments.settings import Settings
 
 
@@ -112,15 +111,7 @@ def _format(cfg: Config, name: str, props: Path) -> None:
     args = ["format", "--ignore-formatted", f"--cluster-id={cluster_id}", f"--config={props}"]
     if cfg.layout.kafka_brokers == 1:
         args.insert(1, "--standalone")
-    fmt = subprocess.run(
-        java_argv(cfg, "256m", "kafka.tools.StorageTool", *args),
-        capture_output=True,
-        text=True,
-        check=False,
-        env=minimal_env(),
-    )
-    if fmt.returncode != 0:
-        raise StackError(f"{name}: storage format failed: {fmt.stderr.strip()[-2000:]}")
+    run_tool(java_argv(cfg, "256m", "kafka.tools.StorageTool", *args), f"{name}: storage format")
 
 
 def spawn_node(cfg: Config, name: str, settings: Settings) -> None:

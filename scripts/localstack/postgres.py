@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from localstack.config import ROOT, Config, StackError, say, settings_default
-from localstack.envfile import DEBEZIUM_ROLE, REPLICATION_ROLE, SUPERUSER, minimal_env
-from localstack.processes import check_port_free, wait_until
+from localstack.envfile import DEBEZIUM_ROLE, REPLICATION_ROLE, SUPERUSER
+from localstack.processes import check_port_free, run_command, run_tool, wait_until
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 DB_NAME = urlsplit(settings_default("database_url")).path.lstrip("/")
@@ -100,13 +100,7 @@ def pg_dir(cfg: Config, name: str) -> Path:
 
 
 def pg_ctl(cfg: Config, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*_as_postgres(), pg_bin("pg_ctl"), "-D", str(pg_dir(cfg, name)), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=minimal_env(),
-    )
+    return run_command([*_as_postgres(), pg_bin("pg_ctl"), "-D", str(pg_dir(cfg, name)), *args])
 
 
 def pg_running(cfg: Config, name: str) -> bool:
@@ -251,7 +245,7 @@ def start_postgres(cfg: Config, secrets: Mapping[str, str]) -> None:
         _pg_owned_dir(cfg.run)
         pwfile = _private_file(cfg.run / "pg-superuser-password", secrets["POSTGRES_PASSWORD"])
         try:
-            result = subprocess.run(
+            run_tool(
                 [
                     *_as_postgres(),
                     pg_bin("initdb"),
@@ -265,15 +259,10 @@ def start_postgres(cfg: Config, secrets: Mapping[str, str]) -> None:
                     "UTF8",
                     "--locale=C.UTF-8",
                 ],
-                capture_output=True,
-                text=True,
-                check=False,
-                env=minimal_env(),
+                "postgres: initdb",
             )
         finally:
             pwfile.unlink(missing_ok=True)
-        if result.returncode != 0:
-            raise StackError(f"postgres: initdb failed: {result.stderr.strip()}")
         with open(data / "postgresql.conf", "a") as conf:
             conf.write(PRIMARY_CONF)
     rules = [ln for ln in (data / "pg_hba.conf").read_text().splitlines() if ln[:1] not in "#"]
@@ -286,16 +275,7 @@ def start_postgres(cfg: Config, secrets: Mapping[str, str]) -> None:
 
 def migrate(cfg: Config, env: Mapping[str, str], secrets: Mapping[str, str]) -> None:
     """Apply the schema migrations as the application role, then Debezium's grants."""
-    result = subprocess.run(
-        [str(ROOT / ".venv/bin/payments-migrate")],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    if result.returncode != 0:
-        raise StackError(f"postgres: migrations failed: {result.stderr.strip()}")
+    result = run_tool([str(ROOT / ".venv/bin/payments-migrate")], "postgres: migrations", env)
     say(f"postgres: {result.stdout.strip()}")
     grant_debezium(cfg, secrets)
 
@@ -341,7 +321,7 @@ def start_replica(cfg: Config, name: str, secrets: Mapping[str, str]) -> None:
                 "WHERE slot_name = %s AND NOT active",
                 (slot,),
             )
-        result = subprocess.run(
+        run_tool(
             [
                 *_as_postgres(),
                 pg_bin("pg_basebackup"),
@@ -357,13 +337,8 @@ def start_replica(cfg: Config, name: str, secrets: Mapping[str, str]) -> None:
                 slot,
                 "--checkpoint=fast",
             ],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=minimal_env(),
+            f"{name}: pg_basebackup",
         )
-        if result.returncode != 0:
-            raise StackError(f"{name}: pg_basebackup failed: {result.stderr.strip()}")
         # The walreceiver reports cluster_name as its application_name in pg_stat_replication.
         with open(data / "postgresql.auto.conf", "a") as conf:
             conf.write(f"cluster_name = '{name}'\n")

@@ -1,4 +1,5 @@
-"""Processes the stack starts: pid files, spawning with a log, waiting, stopping by pid."""
+"""Processes the stack starts: pid files, spawning with a log, waiting, stopping by pid; the
+command-line tools it runs to their end."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from localstack.config import ROOT, Config, StackError
+from localstack.envfile import minimal_env
 
 
 def pidfile(cfg: Config, name: str) -> Path:
@@ -98,6 +100,33 @@ def spawn(cfg: Config, name: str, argv: list[str], env: Mapping[str, str]) -> in
     log.close()
     pidfile(cfg, name).write_text(f"{proc.pid}\n")
     return proc.pid
+
+
+def run_command(
+    argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end in the checkout, its output captured as text; ``env`` is its
+    whole environment (by default ``minimal_env()``: no secret of the stack)."""
+    return subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=dict(env) if env is not None else minimal_env(),
+    )
+
+
+def run_tool(
+    argv: Sequence[str], what: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``run_command``, raising ``StackError("<what> failed: <its stderr>")`` unless it
+    succeeds."""
+    result = run_command(argv, env)
+    if result.returncode != 0:
+        output = result.stderr.strip() or result.stdout.strip()
+        raise StackError(f"{what} failed: {output[-2000:]}")
+    return result
 
 
 def wait_until(

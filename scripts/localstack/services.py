@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 
-from localstack.config import ROOT, Config, instance_number
+from localstack.config import HOST, ROOT, Config, instance_number
 from localstack.envfile import minimal_env
 from localstack.processes import check_port_free, http_json, port_open, spawn, wait_until
 from payments.settings import Settings
@@ -34,9 +34,9 @@ def register_webhook(cfg: Config, values: Mapping[str, str]) -> None:
     signs with the first secret of STRIPE_WEBHOOK_SECRET (the API accepts every one listed)."""
     secret = values.get("STRIPE_WEBHOOK_SECRET", "").split(",")[0].strip()
     form = urllib.parse.urlencode(
-        {"url": f"http://127.0.0.1:{cfg.api_port}/webhooks/stripe", "secret": secret}
+        {"url": f"{cfg.api_url}/webhooks/stripe", "secret": secret}
     ).encode()
-    http_json(f"http://127.0.0.1:{cfg.localstripe_port}/_config/webhooks/local", "POST", form)
+    http_json(f"{cfg.stripe_url}/_config/webhooks/local", "POST", form)
 
 
 def start_api(cfg: Config, env: Mapping[str, str]) -> None:
@@ -44,7 +44,7 @@ def start_api(cfg: Config, env: Mapping[str, str]) -> None:
     argv = [
         str(ROOT / ".venv/bin/gunicorn"),
         "--bind",
-        f"127.0.0.1:{cfg.api_port}",
+        f"{HOST}:{cfg.api_port}",
         "--workers",
         str(cfg.api_workers),
         "--timeout",
@@ -57,7 +57,7 @@ def start_api(cfg: Config, env: Mapping[str, str]) -> None:
     wait_until(
         cfg,
         "api",
-        lambda: http_json(f"http://127.0.0.1:{cfg.api_port}/healthz") is not None,
+        lambda: http_json(f"{cfg.api_url}/healthz") is not None,
         f"GET /healthz on {cfg.api_port}",
     )
 

@@ -4,7 +4,7 @@ with it.
 
 Nothing here comes from the code under test: the meaning of a PaymentIntent, the statuses that
 are final and the shape of an event are written down below, from Stripe's documentation and
-DESIGN.md. A wrong rule in the product makes this disagree.
+the README's status rules. A wrong rule in the product makes this disagree.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Our statuses that are never left (DESIGN.md: succeeded, canceled, expired are final).
+# Our statuses that are never left (README, Statuses: succeeded, canceled, expired are final).
 FINAL = frozenset({"succeeded", "canceled", "expired"})
 STATUSES = frozenset({"pending", "succeeded", "failed", "canceled", "expired"})
 # Intent statuses in which Stripe still waits for the customer (or the bank).

@@ -233,6 +233,18 @@ def test_health_ready_and_metrics(app: Flask, client: FlaskClient) -> None:
     assert 'stripe_calls_total{operation="create_intent",outcome="ok"}' in text
 
 
+def test_a_primary_that_does_not_answer_is_a_503_with_retry_after(s: Settings) -> None:
+    nobody = f"postgresql://payments:payments@127.0.0.1:{support_api.free_port()}/payments"
+    dead = s.model_copy(update={"database_url": nobody, "db_connect_timeout_seconds": 1})
+    r = support_api.keyed_client(create_app(dead), s).post(
+        "/payments", json=BODY, headers={"Idempotency-Key": f"dead-{uuid4()}"}
+    )
+    assert r.status_code == 503, r.json
+    assert r.headers["Retry-After"] == "2"
+    assert r.json["type"] == "/problems/database-unavailable"
+    assert "127.0.0.1" not in r.get_data(as_text=True)
+
+
 def test_readyz_reports_a_dead_replica(s: Settings) -> None:
     dead = s.model_copy(
         update={

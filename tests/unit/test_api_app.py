@@ -22,9 +22,9 @@ import api.views
 from api import create_app
 from api.auth import ConfigurationError
 from api.bootstrap import build_api_services
-from payments.domain.errors import PaymentsError, ProviderDeclined, RetryableError
+from payments.domain.errors import PaymentsError, ProviderDeclined, RetryableError, StoreUnavailable
 from payments.settings import Settings
-from tests.fakes import FakePaymentRepository, FakeStripeGateway
+from tests.fakes import FakePaymentRepository, FakeStripeGateway, InMemoryStatusEvents
 
 SECRET = "whsec_unit"
 BODY = {"amount_minor": 2500, "currency": "usd", "metadata": {"order": "7"}}
@@ -60,7 +60,10 @@ def repo() -> FakePaymentRepository:
 
 def make_app(repo: FakePaymentRepository, stripe: FakeStripeGateway, **settings: Any) -> Flask:
     s = unit_settings(**settings)
-    return create_app(s, services=build_api_services(s, repository=repo, gateway=stripe))
+    services = build_api_services(
+        s, repository=repo, gateway=stripe, status_events=InMemoryStatusEvents()
+    )
+    return create_app(s, services=services)
 
 
 def keyed_client(app: Flask, key: str | None = ACME_KEY) -> FlaskClient:
@@ -553,10 +556,8 @@ def test_openapi_docs_and_metrics(repo: FakePaymentRepository, stripe: FakeStrip
 def test_database_outage_is_503_with_retry_after(
     repo: FakePaymentRepository, stripe: FakeStripeGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import psycopg
-
     def down(*args: Any, **kwargs: Any) -> Any:
-        raise psycopg.OperationalError("connection refused")
+        raise StoreUnavailable("the primary did not answer: connection refused")
 
     monkeypatch.setattr(repo, "insert_pending", down)
     r = post(keyed_client(make_app(repo, stripe)))

@@ -20,10 +20,10 @@ from api.auth import ConfigurationError
 from api.bootstrap import build_api_services
 from api.checkout import stripe_js_url
 from api.checkout_tokens import CheckoutTokens
-from api.emitted import InMemoryStatusEvents, partition_for
+from api.emitted import partition_for
 from payments.domain.events import StatusUpdate
 from payments.settings import Settings
-from tests.fakes import FakePaymentRepository, FakeStripeGateway
+from tests.fakes import FakePaymentRepository, FakeStripeGateway, InMemoryStatusEvents
 from tests.support_api import sign
 
 SECRET = "whsec_unit"
@@ -46,9 +46,13 @@ def unit_settings(**overrides: Any) -> Settings:
 
 def make_app(stripe: FakeStripeGateway, **overrides: Any) -> Flask:
     s = unit_settings(**overrides)
-    return create_app(
-        s, services=build_api_services(s, repository=FakePaymentRepository(), gateway=stripe)
+    services = build_api_services(
+        s,
+        repository=FakePaymentRepository(),
+        gateway=stripe,
+        status_events=InMemoryStatusEvents(),
     )
+    return create_app(s, services=services)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cdc.envelope import DecodeError, Op, decode, decode_key
+from cdc.envelope import DecodeError, Op, decode
 from payments.domain.status import Status
 
 PID = str(uuid.uuid4())
@@ -124,9 +124,3 @@ def test_schema_wrapped_payload_is_accepted() -> None:
 def test_malformed_records_raise_a_decode_error_saying_why(value: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode(value)
-
-
-def test_keys() -> None:
-    assert str(decode_key(json.dumps({"id": PID}).encode())) == PID
-    assert decode_key(b"garbage") is None
-    assert decode_key(None) is None

@@ -3,6 +3,7 @@ workers' views in both shapes, the terminal text and the background snapshot."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import threading
@@ -57,16 +58,58 @@ def test_group_lag_unknown_without_committed_offsets_or_end() -> None:
     assert total is None and rows[0]["lag"] is None
 
 
+A = "6f1c2d3e-0000-4000-8000-00000000000a"
+B = "6f1c2d3e-0000-4000-8000-00000000000b"
+
+
+def _event(payment_id: str, version: int, previous: str, status: str) -> bytes:
+    return json.dumps(
+        {
+            "event_id": f"{payment_id}:{version}",
+            "payment_id": payment_id,
+            "tenant_id": "acme",
+            "status": status,
+            "previous_status": previous,
+            "amount_minor": 1999,
+            "currency": "eur",
+            "provider_payment_id": "pi_123",
+            "source": "webhook",
+            "version": version,
+            "occurred_at": "2026-11-23T08:00:00+00:00",
+        }
+    ).encode()
+
+
 def test_newest_events_across_partitions_and_undecodable_values() -> None:
     events = [
-        decode_event(0, 4, 1_000, b"a", b'{"event_id": "a:2", "status": "succeeded"}'),
-        decode_event(1, 9, 3_000, b"b", b'{"event_id": "b:3", "status": "failed"}'),
+        decode_event(0, 4, 1_000, A.encode(), _event(A, 2, "pending", "succeeded")),
+        decode_event(1, 9, 3_000, B.encode(), _event(B, 3, "pending", "failed")),
         decode_event(2, 1, 2_000, b"c", b"not json"),
+        decode_event(3, 7, 1_500, b"d", b'{"event_id": "d:1", "status": "succeeded"}'),
     ]
-    latest = newest(events, 2)
-    assert [e.get("event_id") for e in latest] == ["b:3", None]
-    assert latest[1]["raw"] == "not json"
+    latest = newest(events, 3)
+    assert [e.get("event_id") for e in latest] == [f"{B}:3", None, None]
     assert latest[0]["timestamp"].startswith("1970-01-01T00:00:03")
+    assert latest[0] == {
+        "partition": 1,
+        "offset": 9,
+        "timestamp": "1970-01-01T00:00:03+00:00",
+        "key": B,
+        "event_id": f"{B}:3",
+        "payment_id": B,
+        "tenant_id": "acme",
+        "status": "failed",
+        "previous_status": "pending",
+        "amount_minor": 1999,
+        "currency": "eur",
+        "provider_payment_id": "pi_123",
+        "source": "webhook",
+        "version": 3,
+        "occurred_at": "2026-11-23T08:00:00+00:00",
+    }
+    # Not JSON, or JSON that is not a whole status event: shown as it came.
+    assert latest[1]["raw"] == "not json"
+    assert latest[2]["raw"] == '{"event_id": "d:1", "status": "succeeded"}'
 
 
 def test_a_failing_or_hanging_section_reports_why_and_the_others_still_answer() -> None:

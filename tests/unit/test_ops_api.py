@@ -20,7 +20,7 @@ from api.bootstrap import build_api_services
 from ops.common import ObserveError
 from ops.snapshot import Observer
 from payments.settings import Settings
-from tests.fakes import FakePaymentRepository, FakeStripeGateway
+from tests.fakes import FakePaymentRepository, FakeStripeGateway, InMemoryStatusEvents
 from tests.unit.test_ops import _workers_section, wait_for
 
 OPERATOR = ("ops", "s3cret-ops")
@@ -148,6 +148,7 @@ def app_client(
         repository=repo or FakePaymentRepository(),
         gateway=FakeStripeGateway(),
         observer=observer,
+        status_events=InMemoryStatusEvents(),
     )
     return create_app(s, services=services).test_client()
 

@@ -44,10 +44,18 @@ def settings_of(path: Path) -> Settings:
 # ------------------------------------------------------------------------------------ ports
 
 
+def every_port(cfg: Config) -> dict[str, int]:
+    """Every port a layout listens on, by what listens: each part's, and each KRaft
+    controller's."""
+    ports = {name: cfg.port_of(name) for name in cfg.parts()}
+    for n in range(1, cfg.layout.kafka_brokers + 1):
+        ports[f"{config.instance_name('kafka', n)} controller"] = cfg.controller_port(n)
+    return ports
+
+
 def test_the_offset_moves_every_port_and_two_stacks_never_share_one(tmp_path: Path) -> None:
-    base = load(tmp_path, WORKERS="3", KAFKA_BROKERS="3").every_port()
-    shifted = load(tmp_path, WORKERS="3", KAFKA_BROKERS="3", STACK_PORT_OFFSET="300")
-    ports = shifted.every_port()
+    base = every_port(load(tmp_path, WORKERS="3", KAFKA_BROKERS="3"))
+    ports = every_port(load(tmp_path, WORKERS="3", KAFKA_BROKERS="3", STACK_PORT_OFFSET="300"))
     assert {name: port - 300 for name, port in ports.items()} == base
     assert base["postgres"] == 5432 and base["replica2"] == 5434 and base["api"] == 8000
     assert base["kafka"] == 9092 and base["kafka controller"] == 9093
@@ -55,9 +63,9 @@ def test_the_offset_moves_every_port_and_two_stacks_never_share_one(tmp_path: Pa
     assert [base["worker"], base["worker2"], base["worker3"]] == [6066, 6067, 6068]
     assert len(set(ports.values())) == len(ports), "two parts of one stack share a port"
     for other in (0, 100, 200, 400):
-        neighbour = load(
-            tmp_path, WORKERS="16", KAFKA_BROKERS="3", STACK_PORT_OFFSET=str(other)
-        ).every_port()
+        neighbour = every_port(
+            load(tmp_path, WORKERS="16", KAFKA_BROKERS="3", STACK_PORT_OFFSET=str(other))
+        )
         assert not set(neighbour.values()) & set(ports.values()), f"offset {other} collides"
 
 

@@ -5,7 +5,8 @@ no BEGIN/COMMIT around it: storing a payment, attaching its intent, a claim, a r
 change, whose guarded write and audit row are one statement. A webhook's inbox row and its
 effect commit together, in one pipelined transaction (BEGIN travels with the first statement,
 COMMIT with the last). Reads of single payments may go to a replica (``get_for_read``), falling
-back to the primary.
+back to the primary. A database that does not answer leaves this class as ``StoreUnavailable``,
+whatever the driver called it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from payments.adapters.postgres import audit, cursors, inbox, payment_store
 from payments.adapters.postgres.rows import Cursor
-from payments.domain.errors import Conflict, NotFound
+from payments.domain.errors import Conflict, NotFound, StoreUnavailable
 from payments.domain.payment import Payment
 from payments.domain.status import Status
 from payments.logs import get_logger
@@ -41,6 +42,16 @@ from payments.ports import (
 )
 
 log = get_logger(__name__)
+
+
+@contextmanager
+def _answering(where: str) -> Iterator[None]:
+    """The driver's and the pool's "no answer" (refused, lost, timed out) as ``StoreUnavailable``;
+    any other database error (a bug, a constraint) stays what it is."""
+    try:
+        yield
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise StoreUnavailable(f"the {where} did not answer: {exc}") from exc
 
 
 class PostgresRepository:
@@ -64,6 +75,7 @@ class PostgresRepository:
         reads a result, so BEGIN goes out with the first statement and the writes after the last
         read go out with COMMIT."""
         with (
+            _answering("primary"),
             self.pool.connection() as conn,
             conn.pipeline(),
             conn.transaction(),
@@ -76,13 +88,18 @@ class PostgresRepository:
         """A cursor on the primary in autocommit: each statement commits on its own, in one
         round trip. For steps that are one write (plus, at most, a read that explains a refusal)
         or only reads; ``_tx`` for several writes that must commit together."""
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        with (
+            _answering("primary"),
+            self.pool.connection() as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
             yield cur
 
     @contextmanager
     def _replica(self) -> Iterator[Cursor]:
         assert self.read_pool is not None
         with (
+            _answering("replica"),
             self.read_pool.connection(timeout=self.read_timeout_seconds) as conn,
             conn.cursor(row_factory=dict_row) as cur,
         ):
@@ -93,7 +110,10 @@ class PostgresRepository:
     def ping(self, *, replica: bool = False) -> None:
         """Raise unless the primary (or a replica) answers ``SELECT 1``."""
         pool = self.read_pool if replica and self.read_pool is not None else self.pool
-        with pool.connection(timeout=self.read_timeout_seconds) as conn:
+        with (
+            _answering("primary" if pool is self.pool else "replica"),
+            pool.connection(timeout=self.read_timeout_seconds) as conn,
+        ):
             conn.execute("SELECT 1")
 
     def get(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment | None:
@@ -110,7 +130,7 @@ class PostgresRepository:
                     found = payment_store.get(cur, payment_id, tenant_id)
                 if found is not None:
                     return found
-            except (psycopg.OperationalError, PoolTimeout) as exc:
+            except StoreUnavailable as exc:
                 log.warning(
                     "replica read failed, using primary", payment_id=str(payment_id), error=str(exc)
                 )
@@ -144,7 +164,7 @@ class PostgresRepository:
             try:
                 with self._replica() as cur:
                     return page(cur)
-            except (psycopg.OperationalError, PoolTimeout) as exc:
+            except StoreUnavailable as exc:
                 log.warning("replica list failed, using primary", error=str(exc))
         with self._statement() as cur:
             return page(cur)
