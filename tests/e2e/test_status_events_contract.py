@@ -36,7 +36,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from payments.settings import Settings
 from tests import asyncapi_support as contract
 from tests import support_api
-from tests.stack_support import ROOT
+from tests.stack_support import readme_section
 
 pytestmark = pytest.mark.e2e
 API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -349,9 +349,7 @@ def test_the_running_api_serves_the_contract_without_a_key() -> None:
 
 def readme_consumer() -> str:
     """The first ```python block of the README's "Watching the topics" section."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Watching the topics\n", 1)[1].split("\n## ", 1)[0]
-    found = re.search(r"```python\n(.*?)```", section, re.S)
+    found = re.search(r"```python\n(.*?)```", readme_section("Watching the topics"), re.S)
     assert found, "no ```python block in the README's 'Watching the topics'"
     return found.group(1)
 
