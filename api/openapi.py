@@ -44,10 +44,15 @@ def _json(ref: str, description: str, **headers: dict[str, Any]) -> dict[str, An
     return answer
 
 
-def _body(ref: str) -> dict[str, Any]:
+def _body(ref: str, example: dict[str, Any]) -> dict[str, Any]:
     return {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+        "content": {
+            "application/json": {
+                "schema": {"$ref": f"#/components/schemas/{ref}"},
+                "example": example,
+            }
+        },
     }
 
 
@@ -65,6 +70,7 @@ def _idempotency_key(max_length: int) -> dict[str, Any]:
             "maxLength": max_length,
             "pattern": idempotency_key_pattern(max_length),
         },
+        "example": "order-1042-attempt-1",
     }
 
 
@@ -106,7 +112,15 @@ def _payments_paths() -> dict[str, Any]:
                 "summary": "Start a payment (idempotent per Idempotency-Key)",
                 "security": BEARER,
                 "parameters": [_idempotency_key(255)],
-                "requestBody": _body("CreatePayment"),
+                "requestBody": _body(
+                    "CreatePayment",
+                    {
+                        "amount_minor": 1999,
+                        "currency": "usd",
+                        "description": "Order 1042",
+                        "metadata": {"order_id": "1042"},
+                    },
+                ),
                 "responses": {
                     "201": _json(
                         "CreatedPayment",
@@ -203,7 +217,7 @@ def _payments_paths() -> dict[str, Any]:
                 "payment's checkout token.",
                 "security": BEARER,
                 "parameters": [PAYMENT_ID],
-                "requestBody": _body("ConfirmPayment"),
+                "requestBody": _body("ConfirmPayment", {"payment_method": "pm_card_visa"}),
                 "responses": {
                     "200": _json("Confirmation", "Stripe's answer (e.g. requires_action)"),
                     **AUTHENTICATED,
@@ -301,7 +315,7 @@ def _checkout_paths() -> dict[str, Any]:
                 "stand-in only)",
                 "security": OPEN,
                 "parameters": [_idempotency_key(DEMO_KEY_MAX)],
-                "requestBody": _body("DemoOrder"),
+                "requestBody": _body("DemoOrder", {"order": "coffee"}),
                 "responses": {
                     "201": _json(
                         "DemoOrderCreated",

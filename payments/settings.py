@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # on one machine never share a RocksDB directory.
     worker_data_dir: str = ""
     worker_web_port: int = 6066
+    # The address the worker's web views listen on, and the host of its canonical URL (what the
+    # consumer group, and so the API's /ops, know it by). Local: loopback only; in containers
+    # (docker-compose.yml) 0.0.0.0 inside the container's network, and its service name.
+    worker_web_bind: str = "127.0.0.1"
+    worker_web_host: str = "127.0.0.1"
     # Faust's processing guarantee: "at_least_once" (the default: status events are awaited
     # before their change counts, consumers dedupe by event_id) or "exactly_once" (Kafka
     # transactions, one producer per partition; measured in the README's benchmarks, not

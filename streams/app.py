@@ -80,8 +80,8 @@ class PaymentsWorker:
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
             web_port=settings.worker_web_port,
-            web_bind="127.0.0.1",
-            web_host="127.0.0.1",
+            web_bind=settings.worker_web_bind,
+            web_host=settings.worker_web_host,
             producer_acks=-1,
             # A worker that dies is noticed by its group within 10 s (Kafka's default, 45-60 s,
             # would leave its partitions unprocessed that long); heartbeats every 3 s.

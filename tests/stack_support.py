@@ -57,6 +57,14 @@ def secret_values(env: dict[str, str]) -> list[str]:
     return sorted({v for v in found if len(v) >= 12})
 
 
+def readme_section(title: str) -> str:
+    """The text of the README's ``## title`` section, up to the next ``## `` heading."""
+    readme = (ROOT / "README.md").read_text()
+    head = f"\n## {title}\n"
+    assert head in readme, f"the README has no '## {title}' section"
+    return readme.split(head, 1)[1].split("\n## ", 1)[0]
+
+
 def stack(
     *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

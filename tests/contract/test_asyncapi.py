@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -21,6 +22,11 @@ from streams.emitter import cloudevent_record
 from streams.topics import EMITTED_TABLE, OPEN_TABLE
 from tests import asyncapi_support as contract
 from tests.fakes import FakePaymentRepository, FakeStripeGateway
+from tests.stack_support import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from localstack import connect
 
 PAYMENT = UUID("2918548f-a4d9-4f63-a94e-d6fc8612dd42")
 
@@ -99,25 +105,32 @@ def test_every_reference_resolves_and_operations_carry_their_channels_messages()
     assert used == {f"/channels/{name}" for name in doc["channels"]}, "a channel nobody uses"
 
 
-def test_every_topic_the_project_names_has_a_channel() -> None:
-    """The addresses are the settings' defaults (the document says which setting names each)."""
+def test_every_topic_the_project_names_has_a_channel_with_its_partitions() -> None:
+    """The addresses and partition counts are the settings' defaults (the document says which
+    setting names each) and the stack's Connect configuration; the live broker is compared
+    with the document by tests/e2e/test_status_events_contract.py."""
     defaults = {name: field.default for name, field in Settings.model_fields.items()}
     prefix, app_id = defaults["cdc_topic_prefix"], defaults["worker_app_id"]
+    partitions = defaults["kafka_topic_partitions"]
     expected = {
-        f"{prefix}.public.payments",
-        f"{prefix}.public.dbz_heartbeat",  # the heartbeat table is in the connector's tables
-        f"__debezium-heartbeat.{prefix}",
-        defaults["status_topic"],
-        defaults["dlq_topic"],
-        f"{app_id}-{OPEN_TABLE}-changelog",
-        f"{app_id}-{EMITTED_TABLE}-changelog",
-        f"{app_id}-__assignor-__leader",
-        # Kafka Connect's storage topics (scripts/stack.py's connect-distributed.properties)
-        "connect-configs",
-        "connect-offsets",
-        "connect-status",
+        f"{prefix}.public.payments": partitions,
+        # the heartbeat table is in the connector's tables
+        f"{prefix}.public.dbz_heartbeat": partitions,
+        f"__debezium-heartbeat.{prefix}": partitions,
+        defaults["status_topic"]: partitions,
+        defaults["dlq_topic"]: partitions,
+        f"{app_id}-{OPEN_TABLE}-changelog": partitions,
+        f"{app_id}-{EMITTED_TABLE}-changelog": partitions,
+        f"{app_id}-__assignor-__leader": 1,  # Faust makes its leader topic with one partition
+        # Kafka Connect's storage topics (scripts/localstack/connect.py writes them into
+        # connect-distributed.properties)
+        **connect.INTERNAL_TOPICS,
     }
-    assert set(contract.Contract().channels_by_topic()) == expected
+    doc = contract.document()
+    documented = {
+        ch["address"]: ch["bindings"]["kafka"]["partitions"] for ch in doc["channels"].values()
+    }
+    assert documented == expected
 
 
 def test_the_examples_match_their_schemas() -> None:

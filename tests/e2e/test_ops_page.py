@@ -149,11 +149,21 @@ class Truth:
         url = f"{self.s.kafka_connect_url}/connectors/{self.s.cdc_connector_name}/status"
         return requests.get(url, timeout=10).json()
 
-    def worker_partitions(self, url: str) -> list[int]:
-        """The partitions a worker says it actively owns (its own view, not Kafka's)."""
-        r = requests.get(f"{url}/pending/?limit=0", timeout=10, headers=self.operator)
+    def worker_post(self, url: str, path: str) -> dict[str, Any]:
+        r = requests.post(f"{url}{path}", timeout=300, headers=self.operator)
         assert r.status_code == 200, f"worker at {url}: HTTP {r.status_code} {r.text[:200]}"
-        return sorted(r.json()["partitions"])
+        body: dict[str, Any] = r.json()
+        return body
+
+    def worker_stats(self) -> dict[str, dict[str, Any]]:
+        """What each worker of the stack (WORKER_URL lists them all) says of itself on
+        ``/stats/``: its active and standby partitions, open payments, last cycle."""
+        found = {}
+        for url in self.s.worker_urls:
+            r = requests.get(f"{url}/stats/", timeout=10, headers=self.operator)
+            assert r.status_code == 200, f"worker at {url}: HTTP {r.status_code} {r.text[:200]}"
+            found[url.rstrip("/")] = r.json()
+        return found
 
     def record(self, topic: str, partition: int, offset: int) -> dict[str, Any]:
         """The status event at ``offset`` of ``partition``, its key and its JSON value."""
@@ -284,9 +294,13 @@ def test_ops_page_shows_what_kafka_postgres_connect_and_the_workers_say(
     ends_before, committed_before = truth.ends(topics_before), truth.committed()
     pg_before, connector_before = truth.pg(), truth.connector()
     members_before = truth.members(s.worker_app_id)
+    for url in s.worker_urls:  # a cycle of each (`payments-worker reconcile-now`) to compare
+        truth.worker_post(url, "/reconcile/")
+    workers_before = truth.worker_stats()
 
     page = open_ops(browser, API, operator)
 
+    workers_after = truth.worker_stats()
     pg_after, connector_after = truth.pg(), truth.connector()
     topics_after = truth.topics()
     committed_after, ends_after = truth.committed(), truth.ends(topics_after)
@@ -365,24 +379,56 @@ def test_ops_page_shows_what_kafka_postgres_connect_and_the_workers_say(
         record = truth.record(s.status_topic, int(attrs["partition"]), int(attrs["offset"]))
         assert attrs["eventId"] == record["event_id"], (attrs, record)
 
-    # Workers: one row per member of the worker group; the partitions each row shows as
-    # active are the ones that worker says it owns, and together they cover the change topic.
+    # Workers: one row per member of the worker group, each a worker of the stack; each row
+    # shows what that worker's /stats/ says, read just before and just after the page: its
+    # active and standby partitions (which must not have moved meanwhile), an open count
+    # between the two reads, its last cycle (one of the two reads'); the active ones together
+    # cover the change topic.
     assert members_before == members_after, "the worker group changed while the page was read"
     assert page.locator("#section-worker").get_attribute("data-ok") == "true"
     assert page.locator("#workers-found-in").get_attribute("data-found-in") == "group"
     workers = cells(page, "tr.worker")
     assert len(workers) == members_after
     urls = [a["workerUrl"] for a, _ in workers]
-    assert len(set(urls)) == len(urls)
+    assert sorted(urls) == sorted(workers_after), "a row for each worker of the stack"
+
+    def shown(text: str) -> list[int]:
+        return [int(p) for p in text.split(",")] if text != "—" else []
+
     covered: list[int] = []
-    for attrs, text in cells(page, ".active-partitions"):
-        shown_active = [int(p) for p in text.split(",")] if text != "—" else []
-        assert shown_active == truth.worker_partitions(attrs["workerUrl"]), (attrs, text)
-        covered += shown_active
+    for kind in ("active", "standby"):
+        rows = cells(page, f".{kind}-partitions")
+        assert sorted(a["workerUrl"] for a, _ in rows) == sorted(urls)
+        for attrs, text in rows:
+            url = attrs["workerUrl"]
+            said = workers_before[url]["partitions"][kind]
+            assert said == workers_after[url]["partitions"][kind], f"{url}'s {kind} moved"
+            assert shown(text) == said, (url, kind, text, said)
+            covered += said if kind == "active" else []
     partitions = {p for (topic, p) in ends_after if topic == s.cdc_payments_topic}
     assert sorted(covered) == sorted(partitions)
-    for attrs, text in cells(page, ".open-count"):
-        assert int(text) >= 0, (attrs, text)
+
+    counts = cells(page, ".open-count")
+    assert sorted(a["workerUrl"] for a, _ in counts) == sorted(urls)
+    for attrs, text in counts:
+        url = attrs["workerUrl"]
+        reads = workers_before[url]["open"]["count"], workers_after[url]["open"]["count"]
+        assert min(reads) <= int(text) <= max(reads), (url, text, reads)
+
+    for url in urls:
+        cycle = page.locator(f'tr.worker[data-worker-url="{url}"] .cycle')
+        assert cycle.count() == 1, f"{url}: no last cycle shown, though it just ran one"
+        reported = {
+            c["started_at"]: c
+            for c in (workers_before[url]["last_cycle"], workers_after[url]["last_cycle"])
+            if c is not None
+        }
+        said = reported.get(float(cycle.get_attribute("data-started-at") or "nan"))
+        assert said is not None, f"{url}: the page shows a cycle the worker never reported"
+        assert cycle.inner_text() == (
+            f"{said['resolved']} resolved, {said['expired']} expired, {said['errors']} errors, "
+            f"{said['stripe_calls']} Stripe calls, {said['duration_seconds']:.2f} s"
+        ), url
     page.close()
 
 

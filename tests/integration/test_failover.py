@@ -1,6 +1,8 @@
-"""Failover: three workers under a steady load of changes; one is SIGKILLed. Its partitions move
-to the others (standby replicas make it quick), no status change goes unannounced, none is
-announced under a second event id, and the next cycles reconcile every partition once."""
+"""Failover: three workers under a steady load of changes; one is SIGKILLed (once a worker
+without partition 0, once the sweep's leader, which owns it). Its partitions move to the others
+(standby replicas make it quick), no status change goes unannounced, none is announced under a
+second event id, and the next cycles of the reconciliation timer, on a short interval, cover
+every partition once per interval, with one sweep of Stripe's events per interval."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +24,21 @@ import psycopg
 import pytest
 import requests
 
-from payments.domain.status import Status
 from payments.settings import Settings
 from tests import support_api
 from tests.stack_support import ROOT, CdcTail, insert_payment, stack
 
 pytestmark = pytest.mark.integration
-PORTS = (6081, 6082, 6083)
+# The three workers' web ports, past the stack's own workers' (shifted with STACK_PORT_OFFSET,
+# like every port of the stack, so that two stacks can run this test at once).
+PORT_STEPS = (15, 16, 17)
+# The three workers' RECONCILE_INTERVAL_SECONDS: several timer cycles within a short test.
+INTERVAL = 5.0
+# Cycles of each survivor watched after the takeover.
+CYCLES_WATCHED = 4
+# Statuses Stripe's side of the story never moves a payment out of; a payment in any other
+# (pending, or failed: its intent may still be paid) must be tracked by exactly one worker.
+FINAL = {"succeeded", "canceled", "expired"}
 OPERATOR = next(iter(Settings().operator_logins.items()), None)
 
 
@@ -46,14 +58,15 @@ def three_workers(
     settings: Settings, tmp_path: Path
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     stack("stop", "worker")
+    ports = [settings.worker_web_port + step for step in PORT_STEPS]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for port in PORTS:
+        for port in ports:
             log = open(tmp_path / f"worker-{port}.log", "wb")  # noqa: SIM115 - closed with it
             procs[f"http://127.0.0.1:{port}"] = subprocess.Popen(
                 [str(ROOT / ".venv/bin/payments-worker"), "worker", "--web-port", str(port)],
                 cwd=ROOT,
-                env=dict(os.environ),
+                env={**os.environ, "RECONCILE_INTERVAL_SECONDS": str(INTERVAL)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -68,7 +81,7 @@ def three_workers(
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        for port in PORTS:
+        for port in ports:
             state = settings.model_copy(update={"worker_web_port": port}).worker_state_dir
             subprocess.run(["rm", "-rf", str(ROOT / state)], check=False)
         stack("start", "worker")
@@ -114,9 +127,53 @@ def created_at(settings: Settings, pid: str) -> str:
     return str(row[0].isoformat())
 
 
+@dataclass(frozen=True)
+class Cycle:
+    """One reconciliation cycle as a worker's ``/stats/`` reports it (``last_cycle``)."""
+
+    started: float  # the sweep's start when the cycle led one, else the checks'
+    ended: float
+    partitions: tuple[int, ...]
+    swept: bool
+
+    @classmethod
+    def of(cls, summary: dict[str, Any]) -> Cycle:
+        sweep = summary["sweep"]
+        return cls(
+            started=sweep["started_at"] if sweep else summary["started_at"],
+            ended=summary["started_at"] + summary["duration_seconds"],
+            partitions=tuple(summary["partitions"]),
+            swept=sweep is not None,
+        )
+
+
+def watch_cycles(urls: list[str], cycles: int) -> dict[str, list[Cycle]]:
+    """The timer's cycles of each worker that start from now on, until each ran ``cycles``
+    (read from ``last_cycle`` far more often than once an interval, so that none is missed)."""
+    since = time.time()
+    seen: dict[str, dict[float, Cycle]] = {u: {} for u in urls}
+
+    def each_ran_enough() -> bool:
+        for url in urls:
+            summary = (get(url, "/stats/") or {}).get("last_cycle")
+            if summary is not None and (cycle := Cycle.of(summary)).started > since:
+                seen[url][cycle.started] = cycle
+        return all(len(found) >= cycles for found in seen.values())
+
+    wait_for(
+        f"{cycles} reconciliation cycles of each survivor",
+        each_ran_enough,
+        timeout=cycles * INTERVAL * 4 + 60,
+    )
+    return {url: sorted(found.values(), key=lambda c: c.started) for url, found in seen.items()}
+
+
+@pytest.mark.parametrize("victim_role", ["follower", "leader"])
 def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, victim_role: str
 ) -> None:
+    """``follower``: the victim does not own partition 0; ``leader``: it does, so it led the
+    sweep of Stripe's events, which another worker must take over."""
     status_tail = CdcTail(settings, settings.status_topic)
     cdc_tail = CdcTail(settings)
     load = Load(settings)
@@ -131,7 +188,7 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
         before = wait_for("three workers sharing the six partitions", assignment)
         load.start()
         time.sleep(10)
-        victim = next(u for u in urls if 0 not in before[u])  # not the sweep leader, for variety
+        victim = next(u for u in urls if (0 in before[u]) == (victim_role == "leader"))
         moved = set(before[victim])
         os.killpg(procs[victim].pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -210,6 +267,9 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
                 (load.created,),
             ).fetchall()
         assert len(rows) == len(load.created)
+        # Only the load moved them (pending, then succeeded); the reconciler may give the
+        # older ones an intent, which changes no status.
+        assert {status for _, status, _ in rows} == {"pending", "succeeded"}
 
         misplaced: list[str] = []
 
@@ -221,7 +281,7 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
                     for u in survivors
                     if (get(u, f"/open/{pid}/", created_at=created.isoformat()) or {}).get("open")
                 ]
-                if len(holders) != (0 if Status(status).is_final else 1):
+                if len(holders) != (0 if status in FINAL else 1):
                     misplaced.append(f"{pid} ({status}) open on {holders}")
             return not misplaced
 
@@ -233,11 +293,22 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
             ) from None
         print(f"failover: {len(rows)} payments, each open on exactly the survivors it should be")
 
-        reports = [
-            requests.post(f"{u}/reconcile/", auth=OPERATOR, timeout=300).json() for u in survivors
-        ]
-        covered = [p for r in reports for p in r["partitions"]]
-        assert sorted(covered) == list(range(6)), "each partition reconciled exactly once"
-        assert sum(r["sweep"] is not None for r in reports) == 1, "one sweep for the group"
+        # The timer's next cycles: each survivor reconciles the partitions it took over, no
+        # other, in every cycle, one interval after the last (none skipped, none extra), and
+        # the one that owns partition 0 now sweeps Stripe's events in each of its cycles.
+        watched = watch_cycles(survivors, CYCLES_WATCHED)
+        for url, cycles in watched.items():
+            assert {c.partitions for c in cycles} == {tuple(after[url])}, (url, cycles)
+            gaps = [round((b.started - a.ended) / INTERVAL, 2) for a, b in pairwise(cycles)]
+            assert [round(g) for g in gaps] == [1] * len(gaps), f"{url}: intervals between {gaps}"
+            print(f"failover: {url} cycles {len(cycles)}, intervals between them {gaps}")
+        (leader,) = [u for u in survivors if 0 in after[u]]
+        assert [c.swept for c in watched[leader]] == [True] * len(watched[leader])
+        followers = [c.swept for u in survivors if u != leader for c in watched[u]]
+        assert followers == [False] * len(followers), "a second sweep in the group"
+        print(
+            f"failover ({victim_role} killed): {sum(map(len, watched.values()))} cycles of the "
+            f"survivors, each partition once per interval, one sweep per interval by {leader}"
+        )
     status_tail.close()
     cdc_tail.close()

@@ -1,11 +1,13 @@
 """The worker against the real stack: its open-payments table, reconciliation with the stand-in,
-payment-status-update events, a SIGKILLed worker, two workers started as the README says, the
-DLQ."""
+payment-status-update events, a SIGKILLed worker, a second worker started as the README says
+beside the stack's, the DLQ."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -24,7 +26,14 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from payments.settings import Settings
 from tests import support_api
-from tests.stack_support import ROOT, CdcTail, insert_payment, stack
+from tests.stack_support import (
+    ROOT,
+    CdcTail,
+    generated_env,
+    insert_payment,
+    readme_section,
+    stack,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -244,62 +253,70 @@ def test_a_killed_worker_resumes_without_forgetting_or_missing_anything(
         assert {e["event_id"] for e in events} == {f"{pid}:2"}, events
 
 
+def readme_scale_out_command(port_offset: int) -> list[str]:
+    """The README's command for another worker ("The worker and reconciliation": "by starting
+    another worker by hand"), with its port shifted by the stack's STACK_PORT_OFFSET, as "Two
+    stacks on one machine" says every port is."""
+    section = readme_section("The worker and reconciliation")
+    found = re.search(r"starting another worker by hand:\s*`([^`]+)`", section)
+    assert found, "the README no longer says how to start another worker by hand"
+    command = shlex.split(found.group(1))
+    assert "--web-port" in command, f"the README's command names no web port: {command}"
+    port_at = command.index("--web-port") + 1
+    command[port_at] = str(int(command[port_at]) + port_offset)
+    return command
+
+
 @contextmanager
-def two_workers(settings: Settings, tmp_path: Path) -> Iterator[list[str]]:
-    """Two workers of the same app started exactly as the README's "Scaling out" says
-    (``payments-worker worker --web-port N``, nothing else set), instead of the stack's one."""
-    stack("stop", "worker")
-    procs, urls = [], []
-    ports = (6071, 6072)
-    try:
-        for n, port in enumerate(ports):
-            log = open(tmp_path / f"worker{n}.log", "wb")  # noqa: SIM115 - closed with the process
-            procs.append(
-                subprocess.Popen(
-                    [str(ROOT / ".venv/bin/payments-worker"), "worker", "--web-port", str(port)],
-                    cwd=ROOT,
-                    env=dict(os.environ),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}")
-        yield urls
-    finally:
-        for proc in procs:
+def worker_started_by_hand(command: list[str], tmp_path: Path) -> Iterator[None]:
+    """The command run from the checkout, as a user types it there, beside the stack's worker;
+    stopped (SIGTERM) at the end."""
+    with open(tmp_path / "worker-by-hand.log", "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield
+        finally:
             os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        for n, port in enumerate(ports):
-            # Each instance had its own state directory, derived from its port.
-            state = ROOT / settings.model_copy(update={"worker_web_port": port}).worker_state_dir
-            assert state.is_dir(), f"worker {n} kept its RocksDB state in {state}"
-            shutil.rmtree(state, ignore_errors=True)
-        stack("start", "worker")
+                proc.wait(timeout=30)
 
 
-def test_two_workers_split_the_partitions_and_reconcile_each_payment_once(
+def test_a_worker_started_as_the_readme_says_shares_the_partitions_with_the_stacks(
     settings: Settings, tmp_path: Path
 ) -> None:
+    offset = int(generated_env()["STACK_PORT_OFFSET"] or 0)
+    command = readme_scale_out_command(offset)
+    port = int(command[command.index("--web-port") + 1])
+    urls = [WORKER, f"http://127.0.0.1:{port}"]
+    tail = CdcTail(settings)
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         mine = [str(insert_payment(conn)) for _ in range(12)]
+    changes = tail.collect([(pid, "c") for pid in mine], timeout=60)
+    tail.close()
+    partition = {pid: int(changes[(pid, "c")]["_partition"]) for pid in mine}
 
-    with two_workers(settings, tmp_path) as urls:
+    def active(url: str) -> list[int]:
+        resp = requests.get(f"{url}/stats/", auth=OPERATOR, timeout=10)
+        return list(resp.json()["partitions"]["active"])
+
+    state = ROOT / settings.model_copy(update={"worker_web_port": port}).worker_state_dir
+    with worker_started_by_hand(command, tmp_path):
 
         def split() -> list[list[int]] | None:
-            parts = [
-                requests.get(f"{u}/stats/", auth=OPERATOR, timeout=10).json()["partitions"][
-                    "active"
-                ]
-                for u in urls
-            ]
+            parts = [active(u) for u in urls]
             return parts if all(parts) and sorted(parts[0] + parts[1]) == list(range(6)) else None
 
-        partitions = wait_for("both workers to own a share of the 6 partitions", split, 180)
+        partitions = wait_for("the two workers to own a share of the 6 partitions each", split, 180)
         assert not set(partitions[0]) & set(partitions[1])
 
         def holders() -> dict[str, list[int]] | None:
@@ -308,15 +325,25 @@ def test_two_workers_split_the_partitions_and_reconcile_each_payment_once(
             }
             return found if all(found.values()) else None
 
+        # Each payment is held by the one worker that owns its partition, and by no other.
         held = wait_for("every payment held open by a worker", holders, 120)
-        assert all(len(workers) == 1 for workers in held.values()), held
+        owner = {p: n for n, parts in enumerate(partitions) for p in parts}
+        assert held == {pid: [owner[partition[pid]]] for pid in mine}
 
         answers = [worker_post(u, "/reconcile/") for u in urls]
         assert [a["partitions"] for a in answers] == partitions
-        assert sum(a["open"] for a in answers) >= len(mine)
-        leaders = [a for a in answers if a["sweep"] is not None]
-        assert len(leaders) == 1, "one sweep of Stripe's events for the group, by partition 0"
-        assert 0 in leaders[0]["partitions"]
+        for n, answer in enumerate(answers):
+            assert answer["open"] >= sum(1 for who in held.values() if who == [n]), answer
+        leaders = [n for n, a in enumerate(answers) if a["sweep"] is not None]
+        assert leaders == [owner[0]], "one sweep of Stripe's events for the group, by partition 0"
+    # Stopped: the stack's worker owns every partition again; the other kept its state apart.
+    wait_for(
+        "the stack's worker to own all 6 partitions again",
+        lambda: active(WORKER) == list(range(6)),
+        120,
+    )
+    assert state.is_dir(), f"the worker started by hand kept its RocksDB state in {state}"
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def test_a_failed_payment_stays_tracked_and_a_later_payment_with_a_lost_webhook_is_found(

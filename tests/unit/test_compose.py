@@ -1,10 +1,12 @@
 """docker-compose.yml cannot run here (no container engine): keep it consistent with the native
-stack — same parts, same ports, setting names that exist, the same connector file, the same
-versions (scripts/jvm/pom.xml), the same roles and config providers, and no password in it."""
+stack — same parts, same ports (on loopback only), setting names that exist, the same connector
+file, the same versions (scripts/jvm/pom.xml, the PostgreSQL server and the .venv's Python), the
+same roles and config providers, a worker the API can reach, and no password in it."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,14 +14,17 @@ from typing import Any
 import yaml
 
 from payments.settings import Settings
+from streams.app import PaymentsWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from localstack import connect, envfile  # noqa: E402
+from localstack import connect, envfile, postgres  # noqa: E402
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEYS|CREDENTIALS")
 INTERPOLATED = re.compile(r"^\$\{[A-Z_]+:\?[^}]+\}$")
+# Every address of a container, so that other containers reach it over the compose network.
+CONTAINER_NETWORK = "0.0.0.0"  # noqa: S104 - inside a container; published on loopback only
 
 
 def _compose() -> dict[str, Any]:
@@ -71,14 +76,38 @@ def test_every_image_is_pinned_to_an_exact_version() -> None:
         assert tag not in {"latest", "main"}, f"{where}: {image}"
 
 
+def _native_postgres_version() -> str:
+    """The version of the PostgreSQL server the native stack runs (``postgres --version`` of
+    the binary scripts/localstack starts), e.g. ``15.18``."""
+    server = postgres.pg_bin("postgres")
+    answer = subprocess.run([server, "--version"], capture_output=True, text=True, check=True)
+    found = re.search(r"\(PostgreSQL\) (\d+\.\d+)", answer.stdout)
+    assert found, f"{server} --version said {answer.stdout!r}"
+    return found.group(1)
+
+
+def _venv_python_version() -> str:
+    """The Python of the native stack's .venv, e.g. ``3.11.7``."""
+    python = ROOT / ".venv/bin/python"
+    answer = subprocess.run(
+        [str(python), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return answer.stdout.strip()
+
+
 def test_compose_runs_the_versions_of_the_native_stack() -> None:
     pom, images = _pom_versions(), _images()
     assert images["kafka"] == f"apache/kafka:{pom['kafka.version']}"
     assert images["connect"] == f"quay.io/debezium/connect:{pom['debezium.version']}"
-    postgres = {images[name] for name in ("postgres", "replica1", "replica2", "db-grants")}
-    assert len(postgres) == 1, f"PostgreSQL images differ: {postgres}"
-    # The native stack runs Debian's PostgreSQL 15 (scripts/bootstrap).
-    assert postgres.pop().startswith("postgres:15.")
+    postgres_images = {images[name] for name in ("postgres", "replica1", "replica2", "db-grants")}
+    assert postgres_images == {f"postgres:{_native_postgres_version()}"}
+    dockerfile_from = re.search(r"^FROM python:(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert dockerfile_from is not None, "the Dockerfile does not start FROM python:<version>"
+    python_tag = dockerfile_from.group(1)
+    assert python_tag.split("-")[0] == _venv_python_version(), python_tag
 
 
 def test_compose_uses_the_settings_partitions_and_replication() -> None:
@@ -134,7 +163,19 @@ def test_compose_makes_the_same_roles_and_resolves_the_connector_login_in_connec
     assert "DEBEZIUM_DB_PASSWORD" in connect_env
 
 
-def test_published_ports_match_the_native_stack() -> None:
+def _published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of each ``ports`` entry."""
+    found = []
+    for entry in service.get("ports", []):
+        parts = str(entry).split(":")
+        assert len(parts) == 3, f"{entry} does not name the host address it is published on"
+        found.append((parts[0], int(parts[1]), int(parts[2])))
+    return found
+
+
+def test_published_ports_match_the_native_stack_on_loopback_only() -> None:
+    """Nothing of the stack authenticates a connection from another machine (Kafka, Connect,
+    kafka-ui, which edits connectors): compose publishes every port on 127.0.0.1 only."""
     services = _compose()["services"]
     expected = {
         "postgres": 5432,
@@ -148,8 +189,37 @@ def test_published_ports_match_the_native_stack() -> None:
         "kafka-ui": 8080,
     }
     for name, port in expected.items():
-        published = {int(str(p).split(":")[0]) for p in services[name].get("ports", [])}
-        assert port in published, f"{name} should publish {port}, publishes {published}"
+        published = _published(services[name])
+        assert port in {host_port for _, host_port, _ in published}, (name, published)
+    for name, service in services.items():
+        for address, _, _ in _published(service):
+            assert address == "127.0.0.1", f"{name} is published on {address}"
+
+
+def test_the_api_reaches_the_worker_by_the_url_its_group_knows() -> None:
+    """/ops asks each worker at the URL its consumer-group record carries (its web host and
+    port), else at WORKER_URL: in compose, the worker's service name, on an address of the
+    container's network (its loopback is unreachable from the API's container)."""
+    services = _compose()["services"]
+    command, env = services["worker"]["command"], services["worker"]["environment"]
+    port = int(command[command.index("--web-port") + 1])
+    assert env["WORKER_WEB_BIND"] == CONTAINER_NETWORK
+    assert env["WORKER_WEB_HOST"] == "worker"  # the service's name in the compose network
+    assert services["api"]["environment"]["WORKER_URL"] == f"http://worker:{port}"
+    settings = Settings(
+        _env_file=None,
+        worker_web_bind=env["WORKER_WEB_BIND"],
+        worker_web_host=env["WORKER_WEB_HOST"],
+        worker_web_port=port,
+    )
+    app = PaymentsWorker(settings, store="memory://").app
+    assert (app.conf.web_bind, app.conf.web_port) == (CONTAINER_NETWORK, port)
+    assert str(app.conf.canonical_url) == f"http://worker:{port}"
+    local = PaymentsWorker(Settings(_env_file=None), store="memory://").app
+    assert (local.conf.web_bind, str(local.conf.canonical_url)) == (
+        "127.0.0.1",
+        "http://127.0.0.1:6066",
+    )
 
 
 def test_app_environment_names_are_real_settings() -> None:
