@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
+from collections.abc import Iterator
 
 import pytest
 
 from payments.logs import configure_logging, get_logger
 
 
-def test_stripe_pythons_per_request_lines_are_not_logged_but_its_warnings_are(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+@pytest.fixture
+def logged(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """What the process writes to stderr, logging configured as the entrypoints do."""
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buffer)
     configure_logging("INFO")
+    yield buffer
+    monkeypatch.undo()
+    configure_logging("INFO")  # back on the real stderr for the tests after this one
+
+
+def test_stripe_pythons_per_request_lines_are_not_logged_but_its_warnings_are(
+    logged: io.StringIO,
+) -> None:
     stripe_logger = logging.getLogger("stripe")
     stripe_logger.info("message='Request to Stripe api' method=post url=/v1/payment_intents")
     stripe_logger.warning("stripe says something is wrong")
     get_logger("payments.test").info("payment stored", payment_id="p-1")
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    lines = [json.loads(line) for line in logged.getvalue().splitlines()]
     assert [line["event"] for line in lines] == [
         "stripe says something is wrong",
         "payment stored",
