@@ -76,10 +76,23 @@ def web_port_argument(argv: list[str]) -> int | None:
     return None
 
 
+# Faust's names for the levels of LOG_LEVEL.
+FAUST_LOG_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error"}
+
+
+def with_log_level(argv: list[str], level: str) -> list[str]:
+    """``payments-worker worker`` logs at ``LOG_LEVEL`` unless ``--loglevel`` says otherwise
+    (Faust's own default, warn, would also draw a progress spinner on stdout)."""
+    if any(arg in ("-l", "--loglevel") or arg.startswith("--loglevel=") for arg in argv):
+        return argv
+    return [*argv, "--loglevel", FAUST_LOG_LEVELS.get(level.upper(), "info")]
+
+
 def main() -> None:
     settings = Settings()
     if sys.argv[1:2] == ["worker"]:
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        sys.argv = with_log_level(sys.argv, settings.log_level)
         port = web_port_argument(sys.argv[2:])
         if port is not None:
             # The port names this instance: its state directory is derived from it, so a
