@@ -34,20 +34,26 @@ def _connect_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-class _IdleCheck:
-    """The pool's ``reset`` (notes when a connection came back) and ``check`` (pings only a
-    connection that has been idle longer than ``idle_after`` seconds, or is already known bad)."""
+class _Pool(ConnectionPool):
+    """psycopg's pool, remembering when each connection came back, so that its ``check`` pings
+    only a connection that sat idle longer than ``idle_after`` seconds (or is known bad).
 
-    def __init__(self, idle_after: float = CHECK_IDLE_AFTER_SECONDS) -> None:
+    The time is noted in ``putconn``, in the returning thread: a pool ``reset`` callback would
+    do the same, but psycopg then hands every returned connection to a pool worker thread,
+    a queue hand-over and a thread wake-up per checkout."""
+
+    def __init__(self, *args: Any, idle_after: float = CHECK_IDLE_AFTER_SECONDS, **kwargs: Any):
         self.idle_after = idle_after
         self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
             weakref.WeakKeyDictionary()
         )
+        super().__init__(*args, check=self._check_if_idle, **kwargs)
 
-    def reset(self, conn: psycopg.Connection[Any]) -> None:
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
         self._returned[conn] = time.monotonic()
+        super().putconn(conn)
 
-    def check(self, conn: psycopg.Connection[Any]) -> None:
+    def _check_if_idle(self, conn: psycopg.Connection[Any]) -> None:
         returned = self._returned.get(conn)
         if conn.broken or returned is None or time.monotonic() - returned > self.idle_after:
             ConnectionPool.check_connection(conn)
@@ -64,8 +70,7 @@ def make_pool(
 ) -> ConnectionPool:
     """A pool on ``conninfo``, opened now. ``wait`` blocks until ``min_size`` connections exist
     (raising ``PoolTimeout`` after the connect timeout); otherwise it fills in the background."""
-    idle = _IdleCheck()
-    pool = ConnectionPool(
+    pool = _Pool(
         conninfo,
         min_size=min_size if min_size is not None else settings.db_pool_min,
         max_size=max_size if max_size is not None else settings.db_pool_max,
@@ -73,8 +78,6 @@ def make_pool(
         open=False,
         name=name,
         timeout=float(settings.db_connect_timeout_seconds) * 2,
-        check=idle.check,
-        reset=idle.reset,
         reconnect_timeout=60.0,
     )
     pool.open(wait=wait, timeout=float(settings.db_connect_timeout_seconds) * 2)
