@@ -14,6 +14,7 @@ a fresh directory before any worker imports prometheus_client, and forgets dead 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any
@@ -24,8 +25,11 @@ max_requests = 0
 # The settings (payments.settings) read DB_POOL_MAX: one connection per thread at most.
 os.environ.setdefault("DB_POOL_MAX", str(threads))
 
+# The directory this master made (removed when it exits), or None when one was given.
+MADE_METRICS_DIR: str | None = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="payments-metrics-")
+    MADE_METRICS_DIR = tempfile.mkdtemp(prefix="payments-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = MADE_METRICS_DIR
 
 
 # How long a thread may hold the GIL before another that waits gets it (Python's default: 5 ms).
@@ -44,3 +48,8 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if MADE_METRICS_DIR is not None:
+        shutil.rmtree(MADE_METRICS_DIR, ignore_errors=True)
