@@ -71,6 +71,7 @@ class Customer:
     accepted: bool = False  # answered 202: stored, Stripe unreachable, finished by the worker
     gave_up: str | None = None  # why the customer could not do what it came to do
     stripe_end: str | None = None  # the intent's status after the customer's last step
+    seen_at_stripe: list[str] = field(default_factory=list)  # the intent's statuses, in order
     forged_failure: str | None = None  # the payment_failed event it sent, if any
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -294,6 +295,8 @@ class Load(Traffic):
             intent = got[1]
             status = intent["status"]
             customer.stripe_end = status
+            if customer.seen_at_stripe[-1:] != [status]:
+                customer.seen_at_stripe.append(status)
             if status == "succeeded" or (status == "requires_action" and goal == status):
                 return
             if status == "requires_payment_method" and intent.get("last_payment_error"):
@@ -649,5 +652,8 @@ def send_hostile(
     return report
 
 
-def malformed_cdc_record() -> bytes:
-    return json.dumps({"op": "u", "after": {"id": "not-a-uuid"}}).encode()
+# Records Debezium would never write, by what is wrong with them: each must reach the DLQ.
+MALFORMED_CDC_RECORDS = {
+    "valid JSON, not a change": json.dumps({"op": "u", "after": {"id": "not-a-uuid"}}).encode(),
+    "not JSON": b"\x00\xff{not json at all",
+}
