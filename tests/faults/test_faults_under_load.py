@@ -34,7 +34,7 @@ from kafka.errors import KafkaError
 from payments.settings import Settings
 from tests import support_api
 from tests.faults import oracle
-from tests.faults.chaos import Db, Faults, Ledger, SlotWatch, WebhookSink
+from tests.faults.chaos import Db, Faults, Ledger, SlotWatch, WebhookSink, worker_names
 from tests.faults.load import MALFORMED_CDC_RECORDS, PLANS, HostileReport, Load, send_hostile
 from tests.faults.standin import StandIn
 from tests.stack_support import TopicSince, stack
@@ -73,19 +73,20 @@ class Rig:
     app_env: dict[str, str]
 
 
-def restart_apps(env: dict[str, str]) -> None:
-    for name in ("api", "worker"):
+def restart_apps(settings: Settings, env: dict[str, str]) -> None:
+    """The API and every worker of the layout, restarted with ``env``."""
+    for name in ("api", *worker_names(settings)):
         stack("stop", name)
         stack("start", name, env=env)
 
 
 @pytest.fixture
 def rig(settings: Settings) -> Iterator[Rig]:
-    """The API and worker talk to Stripe through the suite's proxy, with a short TTL and
+    """The API and every worker talk to Stripe through the suite's proxy, with a short TTL and
     reconciliation interval; the stand-in is the suite's own (``standin``: a kill must not lose
     Stripe's state). Afterwards every part is up again and the apps run as before."""
     ledger = Ledger()
-    standin = StandIn.from_env(settings.webhook_secrets[0])
+    standin = StandIn.of_stack(settings.stripe_api_base, API, settings.webhook_secrets[0])
 
     def heard(method: str, path: str, headers: Any, outcome: str, start: float) -> None:
         ledger.record("stripe", outcome, start)
@@ -97,11 +98,12 @@ def rig(settings: Settings) -> Iterator[Rig]:
             "PENDING_TTL_SECONDS": str(TTL_SECONDS),
             "RECONCILE_INTERVAL_SECONDS": str(RECONCILE_SECONDS),
         }
-        for name in ("api", "worker"):
+        apps = ("api", *worker_names(settings))
+        for name in apps:
             stack("stop", name)
         try:
             standin.adopt()  # while nothing calls it
-            for name in ("api", "worker"):
+            for name in apps:
                 stack("start", name, env=app_env)
             print(f"\nbefore the suite: {drain_backlog(settings)}")
             yield Rig(settings, ledger, standin, proxy, sink, app_env)
@@ -111,7 +113,7 @@ def rig(settings: Settings) -> Iterator[Rig]:
                 standin.start()
             standin.register_webhook()
             stack("up")  # whatever a broken fault left down
-            restart_apps(dict(os.environ))
+            restart_apps(settings, dict(os.environ))
 
 
 def drain_backlog(settings: Settings) -> str:
@@ -119,20 +121,26 @@ def drain_backlog(settings: Settings) -> str:
     open, before the suite starts: otherwise it meets a burst of expiries that it spends whole
     cycles on (expiry goes first), which is the suite's doing, not a fault's. Done when no
     payment older than the TTL is left, or their number stopped falling (a payment the worker
-    cannot resolve, e.g. a test row with a made-up intent id), or after 10 minutes."""
-    worker = settings.worker_urls[0].rstrip("/")
+    cannot resolve, e.g. a test row with a made-up intent id), or after 10 minutes. Every
+    worker is read: each holds its own partitions' payments."""
+    workers = [url.rstrip("/") for url in settings.worker_urls]
+    auth = support_api.operator_auth(settings)
     t0 = last_drop = time.monotonic()
     first: int | None = None
     fewest: int | None = None
     while time.monotonic() - t0 < 600:
         with contextlib.suppress(requests.RequestException, ValueError, KeyError, TypeError):
-            auth = support_api.operator_auth(settings)
-            stats = requests.get(f"{worker}/stats/", auth=auth, timeout=10).json()
-            cycle = stats["last_cycle"]
-            if cycle and cycle["partitions"]:  # a cycle ran with partitions assigned
-                url = f"{worker}/pending/?limit=1000"
-                pending = requests.get(url, auth=auth, timeout=10).json()
-                old = sum(1 for e in pending["oldest"] if e["age_seconds"] > TTL_SECONDS)
+            cycles = [
+                requests.get(f"{w}/stats/", auth=auth, timeout=10).json()["last_cycle"]
+                for w in workers
+            ]
+            # Every worker ran a cycle since its start, with the partitions it was given.
+            if all(cycles) and any(c["partitions"] for c in cycles):
+                old = 0
+                for w in workers:
+                    url = f"{w}/pending/?limit=1000"
+                    pending = requests.get(url, auth=auth, timeout=10).json()
+                    old += sum(1 for e in pending["oldest"] if e["age_seconds"] > TTL_SECONDS)
                 first = old if first is None else first
                 if fewest is None or old < fewest:
                     fewest, last_drop = old, time.monotonic()
@@ -332,7 +340,7 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
                 prefix,
                 ledger=rig.ledger,
                 keep_going=fault_thread.is_alive,
-                during_fault=faults.during,
+                excusing=faults.excusing,
                 target=load.target,
                 between_rounds=side_inputs,
             )
@@ -514,6 +522,11 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
             f"{v.duplicate_events} ({'exactly-once' if exactly_once else 'at-least-once'})",
         ),
         ("hostile inputs tried", f"{report.tried} in {report.rounds} rounds"),
+        (
+            "503s excused (a part they need was down)",
+            f"{report.excused.total()}"
+            + "".join(f"; {n} in {fault}" for fault, n in sorted(report.excused.items())),
+        ),
         ("5xx to the caller's fault", len(report.server_errors)),
         ("slowest heal", f"{slowest[0]:.1f} s ({slowest[1]})"),
         ("max slot WAL retained (MB)", round(retained / 2**20, 1)),
