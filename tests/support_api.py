@@ -157,6 +157,16 @@ class LocalStripe:
             i for i in self.intents() if (i.get("metadata") or {}).get("payment_id") == payment_id
         ]
 
+    def events(self, kind: str, *, created_after: int) -> list[dict[str, Any]]:
+        """The stand-in's events of type ``kind`` created after ``created_after`` (one page)."""
+        status, page = self._call(
+            "GET",
+            "/v1/events",
+            params={"type": kind, "created[gt]": created_after, "limit": 100},
+        )
+        assert status == 200, page
+        return list(page["data"])
+
     def pay(self, intent_id: str, card_number: str) -> tuple[int, dict[str, Any]]:
         """Attach a card to the intent and confirm it, as a browser would."""
         status, pm = self._call(

@@ -50,6 +50,10 @@ offset.flush.interval.ms=1000
 # A worker that fell out of its group (the broker gone for a minute) gets its connector and task
 # back within 10 s, not after the default 5 minutes kept for a worker expected to return.
 scheduled.rebalance.max.delay.ms=10000
+# Connect's own producers wait for the broker for as long as it is down (source tasks' producers
+# already do: Connect's defaults for them). The status producer's default, 120 s, let a broker
+# down 150 s end with the connector RUNNING but reported UNASSIGNED (a stale write retried late).
+delivery.timeout.ms=2147483647
 topic.creation.enable=true
 plugin.path={cfg.jvm / "plugins"}
 config.providers=env

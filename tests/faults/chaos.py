@@ -27,16 +27,23 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import requests
 
 from payments.settings import Settings
 from tests.faults.standin import StandIn, alive
-from tests.stack_support import ROOT, stack
+from tests.stack_support import ROOT, TopicSince, replica_ports, stack
 from tests.support_api import StripeProxy, operator_auth
 
+# After tests.faults.standin, which puts scripts/ on the path: the stack's own names.
+from localstack.config import instance_name  # isort: skip
+
 SLOT = "debezium_payments"
+# A 503 of the API counts as fair for this long after the fault it depended on ended (its pools
+# find their dead connections and reconnect).
+EXCUSED_AFTER_SECONDS = 5.0
 
 
 # ------------------------------------------------------------------------------ what traffic met
@@ -157,6 +164,34 @@ def pid_of(name: str) -> int | None:
         return None
 
 
+def worker_names(settings: Settings) -> list[str]:
+    """The stack's workers as ``scripts/stack`` names them (``worker``, ``worker2``...), in the
+    order of ``WORKER_URL``."""
+    return [instance_name("worker", n) for n in range(1, len(settings.worker_urls) + 1)]
+
+
+class LogTail:
+    """What a part of the stack writes to its log (``.stack/logs/<name>.log``, appended across
+    restarts) from the moment this was made."""
+
+    def __init__(self, name: str) -> None:
+        self.path = stack_dir() / "logs" / f"{name}.log"
+        try:
+            self.offset = self.path.stat().st_size
+        except FileNotFoundError:
+            self.offset = 0
+
+    def count(self, *needles: str) -> int:
+        """Lines written since, that contain every one of ``needles``."""
+        try:
+            with self.path.open("rb") as log:
+                log.seek(self.offset)
+                text = log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in text.splitlines() if all(n in line for n in needles))
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -191,9 +226,9 @@ class Db:
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.database_url
+        # The stack's replicas in the order of DATABASE_READ_URL (shifted with the stack's ports).
         self.ports = {
-            "replica1": int(os.environ.get("REPLICA1_PORT", "5433")),
-            "replica2": int(os.environ.get("REPLICA2_PORT", "5434")),
+            f"replica{n}": port for n, port in enumerate(replica_ports(settings), start=1)
         }
 
     def query(self, sql: str, params: tuple[Any, ...] = (), *, port: int | None = None) -> Any:
@@ -270,24 +305,36 @@ class SlotWatch(threading.Thread):
 @dataclass
 class FaultRecord:
     """One injected fault: was the part up, what traffic met it, how long the system took to
-    heal after it (until a canary payment's status event came out)."""
+    heal after it (until a canary payment's status event came out).
+
+    ``part`` is what the fault takes away (``postgres``, ``replica``, ``stripe``, ``kafka``,
+    ``connect``, ``worker``, ``api``, ``webhooks``): an API answer of 503 is fair only while a
+    part it depends on is away. ``met`` is the traffic that met the fault (at least one is
+    required); ``seen`` what else the suite saw of it (printed), of which each ``required``
+    must be there too. ``after_heal`` runs once the canary is through (for counts that need
+    the system back)."""
 
     name: str
     started: float
+    part: str
     lifted: float = 0.0  # when the fault was taken away (the part restarted, Stripe back...)
     ended: float = 0.0
     up_before: bool = False
     met: Counter[str] = field(default_factory=Counter)
+    seen: Counter[str] = field(default_factory=Counter)
+    required: list[str] = field(default_factory=list)
     heal_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    after_heal: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def bit(self) -> bool:
-        return self.met.total() > 0
+        return self.met.total() > 0 and all(self.seen[what] > 0 for what in self.required)
 
     def summary(self) -> str:
         met = ", ".join(f"{n} {what}" for what, n in sorted(self.met.items())) or "nothing"
-        return "; ".join([met, *self.notes])
+        seen = ", ".join(f"{n} {what}" for what, n in sorted(self.seen.items()))
+        return "; ".join([met, *([f"seen: {seen}"] if seen else []), *self.notes])
 
 
 class Traffic:
@@ -305,10 +352,24 @@ class Traffic:
         """True once each of ``customers`` did everything it came to do."""
         raise NotImplementedError
 
+    def look(self, count: int) -> None:
+        """``count`` customers' pages read their payment back (from a replica), now."""
+        raise NotImplementedError
+
     def canary(self) -> bool:
         """Pay once, end to end, and wait for its ``succeeded`` event on the status topic;
         False when it did not come within the time allowed."""
         raise NotImplementedError
+
+
+def metric_total(text: str, name: str) -> float:
+    """The sum of a Prometheus metric's samples (every label set) in an exposition text."""
+    total = 0.0
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == name or sample.startswith(name + "{"):
+            total += float(value)
+    return total
 
 
 @dataclass
@@ -331,17 +392,25 @@ class Faults:
     standin_lost: int = 0  # intents the stand-in's restart lost (must stay 0)
     stop: threading.Event = field(default_factory=threading.Event)
     planned: int = 0
-    # The long outages: a broker down longer than any producer retry, Connect down long
-    # enough for WAL to pile up in the slot while payments keep changing.
+    # The long outages: a broker down longer than the producers' request timeouts and Connect's
+    # group session (README), Connect down long enough for WAL to pile up in the slot while
+    # payments keep changing.
     connect_down_seconds: float = 120.0
     broker_down_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         self.db = Db(self.settings)
         self.connect_url = self.settings.kafka_connect_url.rstrip("/")
-        self.worker_url = self.settings.worker_urls[0].rstrip("/")
+        # Every worker of the stack's layout, by its scripts/stack name.
+        self.workers = dict(
+            zip(
+                worker_names(self.settings),
+                [url.rstrip("/") for url in self.settings.worker_urls],
+                strict=True,
+            )
+        )
         self.api_url = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
-        self.api_port = int(os.environ.get("API_PORT", "8000"))
+        self.api_port = urlsplit(self.api_url).port or 80
         # Customers who arrive during one Stripe outage, and who pay while webhooks are lost.
         self.arrivals = max(1, self.payments // 100)
         self.gap_payers = max(2, self.payments // 25)
@@ -355,11 +424,11 @@ class Faults:
         except Exception:
             return False
 
-    def _worker_up(self) -> bool:
-        return alive(pid_of("worker")) and self._ok(
+    def _worker_up(self, name: str) -> bool:
+        return alive(pid_of(name)) and self._ok(
             lambda: (
                 requests.get(
-                    f"{self.worker_url}/stats/", auth=operator_auth(self.settings), timeout=5
+                    f"{self.workers[name]}/stats/", auth=operator_auth(self.settings), timeout=5
                 ).status_code
                 == 200
             )
@@ -400,8 +469,8 @@ class Faults:
     # -- plumbing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _fault(self, name: str, up: Callable[[], bool]) -> Iterator[FaultRecord]:
-        record = FaultRecord(name, started=time.monotonic(), up_before=up())
+    def _fault(self, name: str, up: Callable[[], bool], part: str) -> Iterator[FaultRecord]:
+        record = FaultRecord(name, started=time.monotonic(), part=part, up_before=up())
         self.records.append(record)
         print(f"  {time.strftime('%H:%M:%S')} {name}", flush=True)
         self.current = record
@@ -412,6 +481,8 @@ class Faults:
             record.lifted = record.lifted or record.ended
         if self.traffic.canary():
             record.heal_seconds = time.monotonic() - record.lifted
+            for count in record.after_heal:
+                count()
         else:
             record.notes.append("did not heal: the canary payment's status event never came")
             revived = self._revive()
@@ -423,7 +494,8 @@ class Faults:
     def _revive(self) -> list[str]:
         """Start every part that is down (the ones a fault left dead)."""
         revived = []
-        for name in ("postgres", "replica1", "replica2", "kafka", "connect", "api", "worker"):
+        parts = ("postgres", "replica1", "replica2", "kafka", "connect", "api", *self.workers)
+        for name in parts:
             if not alive(pid_of(name)):
                 self._start(name)
                 revived.append(name)
@@ -442,6 +514,25 @@ class Faults:
                 return
             self.stop.wait(0.25)
 
+    @contextlib.contextmanager
+    def _pages_polling(self) -> Iterator[None]:
+        """Customers' pages read their payments back, a few every 0.1 s, while the block runs
+        (and for a second before it, so that the API's read connections are in use)."""
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(0.1):
+                self.traffic.look(2)
+
+        poller = threading.Thread(target=poll, name="pages", daemon=True)
+        poller.start()
+        try:
+            self.stop.wait(1.0)
+            yield
+        finally:
+            done.set()
+            poller.join()
+
     def _kill(self, name: str) -> None:
         result = stack("kill", name)
         if f"{name}: killed" not in result.stdout:
@@ -454,7 +545,7 @@ class Faults:
 
     def _start(self, name: str) -> None:
         self._lift()
-        env = self.app_env if name in {"api", "worker"} else None
+        env = self.app_env if name == "api" or name in self.workers else None
         deadline = time.monotonic() + 120
         while True:
             result = stack("start", name, env=env, check=False)
@@ -479,11 +570,11 @@ class Faults:
     def _calls(self, t0: float, sources: list[str], outcome: Callable[[str], bool]) -> Counter[str]:
         return self.ledger.met(t0, time.monotonic(), sources=sources, outcomes=outcome)
 
-    def _changes_while(self, record: FaultRecord, minimum: float, maximum: float) -> None:
-        """Hold until payments changed in the database under the fault; record how many."""
+    def _changes_while(self, minimum: float, maximum: float) -> int:
+        """Hold until payments changed in the database under the fault; how many did."""
         since = self.db.now()
         self._hold(minimum, maximum, lambda: self.db.changed_since(since) > 0)
-        record.met["payments changed meanwhile"] += self.db.changed_since(since)
+        return self.db.changed_since(since)
 
     def _connections_on(self, port: int | None) -> int:
         try:
@@ -491,77 +582,155 @@ class Faults:
         except psycopg.Error:
             return 0
 
+    def _emit_retries(self) -> int:
+        """Status event sends the workers have retried (``payments_status_emit_retries_total``
+        of each), as far as they answer."""
+        total = 0.0
+        for url in self.workers.values():
+            with contextlib.suppress(requests.RequestException, ValueError):
+                text = requests.get(
+                    f"{url}/metrics", auth=operator_auth(self.settings), timeout=5
+                ).text
+                total += metric_total(text, "payments_status_emit_retries_total")
+        return int(total)
+
     # -- the faults -------------------------------------------------------------------------
 
     def kill_worker(self) -> None:
-        with self._fault("SIGKILL worker", self._worker_up) as record:
-            self._kill("worker")
+        """SIGKILL one worker (of the layout's; the others take its partitions meanwhile)."""
+        name = self.rng.choice(sorted(self.workers))
+        label = (
+            "SIGKILL worker"
+            if len(self.workers) == 1
+            else f"SIGKILL {name} (of {len(self.workers)} workers)"
+        )
+        with self._fault(label, lambda: self._worker_up(name), "worker") as record:
+            self._kill(name)
             try:
-                self._changes_while(record, self.rng.uniform(1, 4), 30)
+                changed = self._changes_while(self.rng.uniform(1, 4), 30)
+                record.met["payments changed meanwhile"] += changed
             finally:
-                self._start("worker")
+                self._start(name)
 
     def kill_connect(self) -> None:
-        with self._fault("SIGKILL Kafka Connect", self._connector_running) as record:
+        with self._fault("SIGKILL Kafka Connect", self._connector_running, "connect") as record:
             self._kill("connect")
             try:
-                self._changes_while(record, self.rng.uniform(2, 5), 30)
+                changed = self._changes_while(self.rng.uniform(2, 5), 30)
+                record.met["payments changed meanwhile"] += changed
             finally:
                 self._start("connect")
 
     def restart_connect(self) -> None:
         """A clean restart: Debezium resumes from its last committed offset and replays."""
-        with self._fault("Kafka Connect restarted cleanly", self._connector_running) as record:
+        name = "Kafka Connect restarted cleanly"
+        with self._fault(name, self._connector_running, "connect") as record:
             stack("stop", "connect")
             try:
-                self._changes_while(record, 0, 30)
+                record.met["payments changed meanwhile"] += self._changes_while(0, 30)
             finally:
                 self._start("connect")
 
     def connect_down_long(self) -> None:
         name = f"Kafka Connect down {self.connect_down_seconds:.0f} s"
-        with self._fault(name, self._connector_running) as record:
+        with self._fault(name, self._connector_running, "connect") as record:
             t0 = time.monotonic()
             self._kill("connect")
             try:
-                self._changes_while(record, self.connect_down_seconds, self.connect_down_seconds)
+                changed = self._changes_while(self.connect_down_seconds, self.connect_down_seconds)
+                record.met["payments changed meanwhile"] += changed
             finally:
                 self._start("connect")
             retained = self.slot.max_between(t0, time.monotonic())
             record.notes.append(f"slot retained up to {retained / 2**20:.1f} MB")
 
+    def _broker_down(self, record: FaultRecord, minimum: float, maximum: float) -> None:
+        """Kill the (first) broker, hold, start it again. What met it, with one broker: the
+        changes committed while it was down that reached the change topic after it (counted
+        once the system healed), and Connect's source producer's failed connects to it meanwhile
+        (required: it kept trying); with several, the payments that changed meanwhile (the other
+        brokers took their records). Reported: the workers' failed broker connects (aiokafka:
+        producer and consumer) and the status sends they retried."""
+        changes = TopicSince(self.settings, self.settings.cdc_payments_topic)
+        connect_log = LogTail("connect")
+        worker_logs = [LogTail(name) for name in self.workers]
+        retried = self._emit_retries()
+        down_from = time.time()
+        self._kill("kafka")
+        try:
+            record.seen["payments changed meanwhile"] += self._changes_while(minimum, maximum)
+        finally:
+            self._start("kafka")
+        back = time.time()
+        record.seen["Connect producer connects failed"] += connect_log.count(
+            "[Producer clientId=connector-producer-", "could not be established"
+        )
+        record.seen["worker broker connects failed"] += sum(
+            log.count("Unable connect to node") for log in worker_logs
+        )
+        record.seen["status sends retried"] += max(0, self._emit_retries() - retried)
+        if len(self.settings.kafka_bootstrap_servers.split(",")) > 1:
+            record.met["payments changed meanwhile"] += record.seen.pop(
+                "payments changed meanwhile"
+            )
+            return
+        record.required.append("Connect producer connects failed")
+
+        def held() -> None:
+            committed = set()
+            for r in changes.read(timeout=60):
+                with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                    source = json.loads(r.value)["source"]
+                    if down_from * 1000 <= int(source["ts_ms"]) <= back * 1000:
+                        committed.add(str(source["lsn"]))
+            record.met["changes held through it, delivered after"] += len(committed)
+
+        record.after_heal.append(held)
+
     def kill_kafka(self) -> None:
-        with self._fault("SIGKILL Kafka broker", self._kafka_up) as record:
-            self._kill("kafka")
-            try:
-                self._changes_while(record, self.rng.uniform(2, 5), 30)
-            finally:
-                self._start("kafka")
+        with self._fault("SIGKILL Kafka broker", self._kafka_up, "kafka") as record:
+            self._broker_down(record, self.rng.uniform(2, 5), 30)
 
     def kafka_down_long(self) -> None:
         name = f"Kafka broker down {self.broker_down_seconds:.0f} s"
-        with self._fault(name, self._kafka_up) as record:
-            self._kill("kafka")
-            try:
-                self._changes_while(record, self.broker_down_seconds, self.broker_down_seconds)
-            finally:
-                self._start("kafka")
+        with self._fault(name, self._kafka_up, "kafka") as record:
+            self._broker_down(record, self.broker_down_seconds, self.broker_down_seconds)
 
     def kill_replica(self) -> None:
+        """SIGKILL the replica the API reads from while customers' pages read their payments:
+        a read on a connection to it fails, and the API answers it from the primary."""
         # The replica the API's read pool is connected to, so that the kill cuts connections.
         open_on = {name: self._connections_on(port) for name, port in self.db.ports.items()}
         name = max(open_on, key=lambda n: (open_on[n], self.rng.random()))
-        with self._fault(f"SIGKILL {name}", lambda: self._replica_up(name)) as record:
-            record.met["API read connections cut"] += open_on[name]
-            self._sigkill_postgres(name)
-            try:
-                self._changes_while(record, self.rng.uniform(1, 4), 30)
-            finally:
-                self._start(name)
+        with self._fault(f"SIGKILL {name}", lambda: self._replica_up(name), "replica") as record:
+            record.seen["API read connections open at the kill"] += open_on[name]
+            api_log = LogTail("api")
+
+            def reads_met() -> Counter[str]:
+                """API reads that met the dead replica, by what the API logged of them."""
+                return +Counter(
+                    {
+                        "API reads fell back to the primary": (
+                            api_log.count("replica read failed, using primary")
+                            + api_log.count("replica list failed, using primary")
+                        ),
+                        "API pooled connections found dead": api_log.count(
+                            '"logger": "psycopg.pool"', "discarding"
+                        ),
+                    }
+                )
+
+            with self._pages_polling():
+                self._sigkill_postgres(name)
+                try:
+                    self._hold(self.rng.uniform(1, 4), 30, lambda: reads_met().total() > 0)
+                finally:
+                    self._start(name)
+            record.met.update(reads_met())
 
     def kill_primary(self) -> None:
-        with self._fault("SIGKILL PostgreSQL primary", self._primary_up) as record:
-            record.met["API and worker connections cut"] += self._connections_on(None)
+        with self._fault("SIGKILL PostgreSQL primary", self._primary_up, "postgres") as record:
+            worker_logs = [LogTail(name) for name in self.workers]
             t0 = time.monotonic()
             self._sigkill_postgres("postgres")
             try:
@@ -571,10 +740,13 @@ class Faults:
             finally:
                 self._start("postgres")
             record.met.update(self._calls(t0, ["api"], failed))
+            record.seen["worker database pool warnings"] += sum(
+                log.count('"logger": "psycopg.pool"', '"level": "warning"') for log in worker_logs
+            )
 
     def kill_api(self) -> None:
         refused: Callable[[str], bool] = lambda o: o == "refused"  # noqa: E731
-        with self._fault("SIGKILL API (gunicorn master)", self._api_up) as record:
+        with self._fault("SIGKILL API (gunicorn master)", self._api_up, "api") as record:
             t0 = time.monotonic()
             self._kill("api")
             try:
@@ -598,7 +770,7 @@ class Faults:
                     return pid, n
             return None
 
-        with self._fault("SIGKILL an API worker mid-request", self._api_up) as record:
+        with self._fault("SIGKILL an API worker mid-request", self._api_up, "api") as record:
             deadline = time.monotonic() + 60
             found = busy()
             while found is None and time.monotonic() < deadline:
@@ -615,7 +787,7 @@ class Faults:
         """SIGKILL the Stripe stand-in and restart it in place on its own state (see
         ``standin``): what Stripe acknowledged must still be there."""
         refused: Callable[[str], bool] = lambda o: o == "refused"  # noqa: E731
-        with self._fault("SIGKILL Stripe stand-in", self.standin.answers) as record:
+        with self._fault("SIGKILL Stripe stand-in", self.standin.answers, "stripe") as record:
             known = self.standin.intent_ids()
             t0 = time.monotonic()
             self._kill("localstripe")
@@ -643,7 +815,8 @@ class Faults:
 
     def freeze_standin(self) -> None:
         """SIGSTOP the stand-in: calls hang until SIGCONT (or the callers' timeouts)."""
-        with self._fault("Stripe stand-in frozen (SIGSTOP)", self.standin.answers) as record:
+        name = "Stripe stand-in frozen (SIGSTOP)"
+        with self._fault(name, self.standin.answers, "stripe") as record:
             pid = self.standin.pid()
             assert pid is not None
             held = 0
@@ -663,7 +836,8 @@ class Faults:
 
     def stripe_answers(self, mode: str) -> None:
         answered_so: Callable[[str], bool] = lambda o: o == mode  # noqa: E731
-        with self._fault(f"Stripe answers {mode}", lambda: self.proxy.mode == "pass") as record:
+        name = f"Stripe answers {mode}"
+        with self._fault(name, lambda: self.proxy.mode == "pass", "stripe") as record:
             t0 = time.monotonic()
             self.proxy.mode = mode
             try:
@@ -684,7 +858,7 @@ class Faults:
     def webhooks_lost(self) -> None:
         """The webhook endpoint unreachable for a window while customers pay: only the
         reconciler can tell those payments what happened."""
-        with self._fault("Stripe webhooks lost", self.standin.answers) as record:
+        with self._fault("Stripe webhooks lost", self.standin.answers, "webhooks") as record:
             before = len(self.sink.received)
             self.standin.register_webhook(self.sink.url)
             try:
@@ -696,10 +870,15 @@ class Faults:
                 self.standin.register_webhook()
             record.met["webhooks lost"] += len(self.sink.received) - before
 
-    def during(self, t0: float, t1: float) -> bool:
-        """True when a fault was on at some moment of ``[t0, t1]``, or had ended less than 10 s
-        before (pools reconnect, a restarted part warms up)."""
-        return any(r.started <= t1 and (not r.ended or r.ended + 10 >= t0) for r in self.records)
+    def excusing(self, t0: float, t1: float, parts: Iterable[str]) -> str | None:
+        """The fault that took one of ``parts`` away at some moment of ``[t0, t1]`` (or had
+        ended less than ``EXCUSED_AFTER_SECONDS`` before), by name; None when there was none."""
+        wanted = set(parts)
+        for r in self.records:
+            ended = r.ended or float("inf")
+            if r.part in wanted and r.started <= t1 and ended + EXCUSED_AFTER_SECONDS >= t0:
+                return r.name
+        return None
 
     # -- the schedule ------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class Customer:
     accepted: bool = False  # answered 202: stored, Stripe unreachable, finished by the worker
     gave_up: str | None = None  # why the customer could not do what it came to do
     stripe_end: str | None = None  # the intent's status after the customer's last step
+    seen_at_stripe: list[str] = field(default_factory=list)  # the intent's statuses, in order
     forged_failure: str | None = None  # the payment_failed event it sent, if any
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -294,6 +295,8 @@ class Load(Traffic):
             intent = got[1]
             status = intent["status"]
             customer.stripe_end = status
+            if customer.seen_at_stripe[-1:] != [status]:
+                customer.seen_at_stripe.append(status)
             if status == "succeeded" or (status == "requires_action" and goal == status):
                 return
             if status == "requires_payment_method" and intent.get("last_payment_error"):
@@ -398,6 +401,12 @@ class Load(Traffic):
 
     def finished(self, customers: list[Any]) -> bool:
         return all(c.done.is_set() for c in customers)
+
+    def look(self, count: int) -> None:
+        with self.lock:
+            paid = [c for c in self.customers if c.payment_id and c.done.is_set()]
+        for customer in self.rng.sample(paid, min(count, len(paid))):
+            self._look(customer)
 
     def canary(self) -> bool:
         if self.watch is None:
@@ -565,12 +574,22 @@ def hostile_inputs(
     return inputs
 
 
+def depends_on(method: str, path: str) -> frozenset[str]:
+    """The parts of the stack an API endpoint needs to answer (``FaultRecord.part``): the
+    PostgreSQL primary, for all of them (reads fall back to it from a replica), and Stripe for
+    those that call it (creating a payment, canceling one)."""
+    if method == "POST" and (path == "/payments" or path.endswith("/cancel")):
+        return frozenset({"postgres", "stripe"})
+    return frozenset({"postgres"})
+
+
 @dataclass
 class HostileReport:
     tried: int = 0
     rounds: int = 0
     answers: Counter[str] = field(default_factory=Counter)
-    refused_in_faults: int = 0  # 503 problem+json while a fault was on: fair
+    # 503 problem+json while a fault took away a part the endpoint needs (fair), by fault.
+    excused: Counter[str] = field(default_factory=Counter)
     server_errors: list[str] = field(default_factory=list)
     forged: dict[str, str] = field(default_factory=dict)  # forged event taken -> its payment
 
@@ -600,15 +619,16 @@ def send_hostile(
     *,
     ledger: Ledger,
     keep_going: Callable[[], bool],
-    during_fault: Callable[[float, float], bool],
+    excusing: Callable[[float, float, frozenset[str]], str | None],
     target: Callable[[], Customer | None],
     between_rounds: Callable[[int], None],
 ) -> HostileReport:
     """Send every hostile input, round after round while ``keep_going()`` (at least once).
 
-    A 5xx is the API's fault, except a 503 problem answer while a fault was on (a part it
-    needs is down: the honest answer); a refused connection is retried (the API is down),
-    and a forged webhook answered with a 5xx is delivered again, as Stripe does.
+    A 5xx is the API's fault, except a 503 problem answer while a fault took away a part the
+    endpoint needs (``depends_on``; ``excusing`` names that fault): the honest answer. A refused
+    connection is retried (the API is down), and a forged webhook answered with a 5xx is
+    delivered again, as Stripe does.
     """
     report = HostileReport()
     while report.rounds == 0 or keep_going():
@@ -628,8 +648,9 @@ def send_hostile(
                 report.tried += 1
                 report.answers[f"{r.status_code}"] += 1
                 problem = r.headers.get("Content-Type", "").startswith("application/problem+json")
-                if r.status_code == 503 and problem and during_fault(start, end):
-                    report.refused_in_faults += 1
+                fault = excusing(start, end, depends_on(method, path)) if problem else None
+                if r.status_code == 503 and fault is not None:
+                    report.excused[fault] += 1
                 elif r.status_code >= 500:
                     report.server_errors.append(f"{name}: {r.status_code} {r.text[:200]}")
                 elif r.status_code >= 400 and not problem:
@@ -649,5 +670,8 @@ def send_hostile(
     return report
 
 
-def malformed_cdc_record() -> bytes:
-    return json.dumps({"op": "u", "after": {"id": "not-a-uuid"}}).encode()
+# Records Debezium would never write, by what is wrong with them: each must reach the DLQ.
+MALFORMED_CDC_RECORDS = {
+    "valid JSON, not a change": json.dumps({"op": "u", "after": {"id": "not-a-uuid"}}).encode(),
+    "not JSON": b"\x00\xff{not json at all",
+}

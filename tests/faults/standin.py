@@ -204,11 +204,16 @@ class StandIn:
     stack_dir: Path
 
     @classmethod
-    def from_env(cls, webhook_secret: str) -> StandIn:
-        api_port = int(os.environ.get("API_PORT", "8000"))
+    def of_stack(cls, stripe_api_base: str, api_url: str, webhook_secret: str) -> StandIn:
+        """The stand-in of this checkout's stack: on the port of its ``STRIPE_API_BASE``,
+        calling the API at ``api_url`` (both shifted with the stack's ports: another stack's
+        stand-in on the default port is not ours to take over)."""
+        port = urllib.parse.urlsplit(stripe_api_base).port
+        if port is None:
+            raise AssertionError(f"STRIPE_API_BASE {stripe_api_base!r} names no port")
         return cls(
-            port=int(os.environ.get("LOCALSTRIPE_PORT", "8420")),
-            webhook_url=f"http://127.0.0.1:{api_port}/webhooks/stripe",
+            port=port,
+            webhook_url=f"{api_url.rstrip('/')}/webhooks/stripe",
             webhook_secret=webhook_secret,
             stack_dir=(ROOT / os.environ.get("STACK_DIR", ".stack")).resolve(),
         )

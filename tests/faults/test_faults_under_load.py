@@ -34,8 +34,8 @@ from kafka.errors import KafkaError
 from payments.settings import Settings
 from tests import support_api
 from tests.faults import oracle
-from tests.faults.chaos import Db, Faults, Ledger, SlotWatch, WebhookSink
-from tests.faults.load import PLANS, HostileReport, Load, malformed_cdc_record, send_hostile
+from tests.faults.chaos import Db, Faults, Ledger, SlotWatch, WebhookSink, worker_names
+from tests.faults.load import MALFORMED_CDC_RECORDS, PLANS, HostileReport, Load, send_hostile
 from tests.faults.standin import StandIn
 from tests.stack_support import TopicSince, stack
 from tests.support_api import StripeProxy
@@ -73,19 +73,20 @@ class Rig:
     app_env: dict[str, str]
 
 
-def restart_apps(env: dict[str, str]) -> None:
-    for name in ("api", "worker"):
+def restart_apps(settings: Settings, env: dict[str, str]) -> None:
+    """The API and every worker of the layout, restarted with ``env``."""
+    for name in ("api", *worker_names(settings)):
         stack("stop", name)
         stack("start", name, env=env)
 
 
 @pytest.fixture
 def rig(settings: Settings) -> Iterator[Rig]:
-    """The API and worker talk to Stripe through the suite's proxy, with a short TTL and
+    """The API and every worker talk to Stripe through the suite's proxy, with a short TTL and
     reconciliation interval; the stand-in is the suite's own (``standin``: a kill must not lose
     Stripe's state). Afterwards every part is up again and the apps run as before."""
     ledger = Ledger()
-    standin = StandIn.from_env(settings.webhook_secrets[0])
+    standin = StandIn.of_stack(settings.stripe_api_base, API, settings.webhook_secrets[0])
 
     def heard(method: str, path: str, headers: Any, outcome: str, start: float) -> None:
         ledger.record("stripe", outcome, start)
@@ -97,11 +98,12 @@ def rig(settings: Settings) -> Iterator[Rig]:
             "PENDING_TTL_SECONDS": str(TTL_SECONDS),
             "RECONCILE_INTERVAL_SECONDS": str(RECONCILE_SECONDS),
         }
-        for name in ("api", "worker"):
+        apps = ("api", *worker_names(settings))
+        for name in apps:
             stack("stop", name)
         try:
             standin.adopt()  # while nothing calls it
-            for name in ("api", "worker"):
+            for name in apps:
                 stack("start", name, env=app_env)
             print(f"\nbefore the suite: {drain_backlog(settings)}")
             yield Rig(settings, ledger, standin, proxy, sink, app_env)
@@ -111,7 +113,7 @@ def rig(settings: Settings) -> Iterator[Rig]:
                 standin.start()
             standin.register_webhook()
             stack("up")  # whatever a broken fault left down
-            restart_apps(dict(os.environ))
+            restart_apps(settings, dict(os.environ))
 
 
 def drain_backlog(settings: Settings) -> str:
@@ -119,20 +121,26 @@ def drain_backlog(settings: Settings) -> str:
     open, before the suite starts: otherwise it meets a burst of expiries that it spends whole
     cycles on (expiry goes first), which is the suite's doing, not a fault's. Done when no
     payment older than the TTL is left, or their number stopped falling (a payment the worker
-    cannot resolve, e.g. a test row with a made-up intent id), or after 10 minutes."""
-    worker = settings.worker_urls[0].rstrip("/")
+    cannot resolve, e.g. a test row with a made-up intent id), or after 10 minutes. Every
+    worker is read: each holds its own partitions' payments."""
+    workers = [url.rstrip("/") for url in settings.worker_urls]
+    auth = support_api.operator_auth(settings)
     t0 = last_drop = time.monotonic()
     first: int | None = None
     fewest: int | None = None
     while time.monotonic() - t0 < 600:
         with contextlib.suppress(requests.RequestException, ValueError, KeyError, TypeError):
-            auth = support_api.operator_auth(settings)
-            stats = requests.get(f"{worker}/stats/", auth=auth, timeout=10).json()
-            cycle = stats["last_cycle"]
-            if cycle and cycle["partitions"]:  # a cycle ran with partitions assigned
-                url = f"{worker}/pending/?limit=1000"
-                pending = requests.get(url, auth=auth, timeout=10).json()
-                old = sum(1 for e in pending["oldest"] if e["age_seconds"] > TTL_SECONDS)
+            cycles = [
+                requests.get(f"{w}/stats/", auth=auth, timeout=10).json()["last_cycle"]
+                for w in workers
+            ]
+            # Every worker ran a cycle since its start, with the partitions it was given.
+            if all(cycles) and any(c["partitions"] for c in cycles):
+                old = 0
+                for w in workers:
+                    url = f"{w}/pending/?limit=1000"
+                    pending = requests.get(url, auth=auth, timeout=10).json()
+                    old += sum(1 for e in pending["oldest"] if e["age_seconds"] > TTL_SECONDS)
                 first = old if first is None else first
                 if fewest is None or old < fewest:
                     fewest, last_drop = old, time.monotonic()
@@ -166,24 +174,25 @@ def schema_change(settings: Settings, *, add: bool) -> None:
             time.sleep(2)
 
 
-def send_malformed_record(settings: Settings, key: bytes) -> None:
-    """A record Debezium would never write, on the change topic; retried while the broker is
-    down."""
+def send_malformed_records(settings: Settings, keys: dict[str, bytes]) -> None:
+    """Records Debezium would never write (``MALFORMED_CDC_RECORDS``, each under its key in
+    ``keys``), on the change topic; retried while the broker is down."""
     deadline = time.monotonic() + 240
-    while True:
-        try:
-            producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    for kind, value in MALFORMED_CDC_RECORDS.items():
+        while True:
             try:
-                producer.send(
-                    settings.cdc_payments_topic, key=key, value=malformed_cdc_record()
-                ).get(timeout=30)
-                return
-            finally:
-                producer.close(timeout=5)
-        except KafkaError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+                producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+                try:
+                    producer.send(settings.cdc_payments_topic, key=keys[kind], value=value).get(
+                        timeout=30
+                    )
+                    break
+                finally:
+                    producer.close(timeout=5)
+            except KafkaError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
 
 
 def stored(db: Db, prefix: str) -> dict[str, oracle.Row]:
@@ -310,7 +319,10 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
         connect_down_seconds=CONNECT_DOWN_SECONDS,
         broker_down_seconds=BROKER_DOWN_SECONDS,
     )
-    dlq_key = json.dumps({"id": f"faults-malformed-{uuid.uuid4()}"}).encode()
+    dlq_keys = {
+        kind: json.dumps({"id": f"faults-malformed-{uuid.uuid4()}"}).encode()
+        for kind in MALFORMED_CDC_RECORDS
+    }
 
     fault_thread = threading.Thread(target=faults.run, kwargs={"pause": (1.0, 3.0)}, name="faults")
     hostile: dict[str, HostileReport] = {}
@@ -318,7 +330,7 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
     def side_inputs(rounds: int) -> None:
         if rounds == 1:  # under the faults, not before them
             schema_change(settings, add=True)
-            send_malformed_record(settings, dlq_key)
+            send_malformed_records(settings, dlq_keys)
 
     hostile_thread = threading.Thread(
         target=lambda: hostile.update(
@@ -328,7 +340,7 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
                 prefix,
                 ledger=rig.ledger,
                 keep_going=fault_thread.is_alive,
-                during_fault=faults.during,
+                excusing=faults.excusing,
                 target=load.target,
                 between_rounds=side_inputs,
             )
@@ -384,7 +396,7 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
         )
         for r in status_topic.read(timeout=180, stop=covered)
     ]
-    dead = dlq.read(timeout=60, stop=lambda got: any(r.key == dlq_key for r in got))
+    dead = dlq.read(timeout=60, stop=lambda got: set(dlq_keys.values()) <= {r.key for r in got})
     tenant = "dev" if settings.api_auth_disabled else support_api.tenants(settings)[0]
     asked = {c.key: (c.request["amount_minor"], c.request["currency"]) for c in load.customers}
     v = oracle.judge(
@@ -417,19 +429,38 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
         row = row_of.get(c.key)
         return row.status if row else None
 
+    def own_intent(pid: str) -> dict[str, Any]:
+        """The payment's own intent as the stand-in holds it at the end ({}: none)."""
+        own = rows[pid].provider_payment_id
+        return next((i for i in v.intents_of.get(pid, []) if i["id"] == own), {})
+
+    expired = [pid for pid, r in rows.items() if r.status == "expired"]
     mix = {
         "succeeded": sum(1 for r in rows.values() if r.status == "succeeded"),
-        "declined (failed)": len(went_failed),
+        # A decline the stand-in made (its intent keeps the charge's error), not one of the
+        # suite's own forged payment_failed webhooks.
+        "declined (failed)": sum(
+            1 for pid in went_failed if own_intent(pid).get("last_payment_error")
+        ),
         "failed, then paid on the same intent": sum(
             1
             for pid in went_failed
             if rows[pid].status == "succeeded" and len(v.intents_of.get(pid, [])) == 1
         ),
+        # The customer saw its intent ask for 3-D Secure before it paid.
         "3-D Secure, then paid": sum(
-            1 for c in customers.values() if c.plan == "3ds" and final(c) == "succeeded"
+            1
+            for c in customers.values()
+            if "requires_action" in c.seen_at_stripe and final(c) == "succeeded"
         ),
         "canceled": sum(1 for r in rows.values() if r.status == "canceled"),
-        "expired at the TTL": sum(1 for r in rows.values() if r.status == "expired"),
+        # Our expiry canceled the intent at Stripe, with its reason.
+        "expired at the TTL": sum(
+            1
+            for pid in expired
+            if own_intent(pid).get("status") == "canceled"
+            and own_intent(pid).get("cancellation_reason") == oracle.EXPIRY_REASON
+        ),
         "webhook lost, resolved by reconciliation": sum(
             1
             for c in customers.values()
@@ -461,6 +492,10 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
         ("payments driven", len(rows)),
         *((f"  {name}", f"{n} (at least {UNIT})") for name, n in mix.items()),
         (
+            "  expired without an intent (Stripe never saw it)",
+            sum(1 for pid in expired if not v.intents_of.get(pid)),
+        ),
+        (
             "  pending / failed at the end",
             f"{sum(1 for r in rows.values() if r.status == 'pending')}"
             f" / {sum(1 for r in rows.values() if r.status == 'failed')}",
@@ -487,6 +522,11 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
             f"{v.duplicate_events} ({'exactly-once' if exactly_once else 'at-least-once'})",
         ),
         ("hostile inputs tried", f"{report.tried} in {report.rounds} rounds"),
+        (
+            "503s excused (a part they need was down)",
+            f"{report.excused.total()}"
+            + "".join(f"; {n} in {fault}" for fault, n in sorted(report.excused.items())),
+        ),
         ("5xx to the caller's fault", len(report.server_errors)),
         ("slowest heal", f"{slowest[0]:.1f} s ({slowest[1]})"),
         ("max slot WAL retained (MB)", round(retained / 2**20, 1)),
@@ -523,12 +563,22 @@ def test_nothing_is_lost_wrong_or_left_open_under_faults(rig: Rig) -> None:
         "webhooks about another intent not refused and kept with the reason",
         accepted_forgeries,
     )
-    error_header = [dict(r.headers or []).get("error") for r in dead if r.key == dlq_key]
-    check(
-        bool(error_header) and all(error_header),
-        "the malformed change record is not on the DLQ with its error header",
-        error_header,
-    )
+    for kind, key in dlq_keys.items():
+        # As it was sent, with the error and its kind (it can never be decoded).
+        copies = [
+            (r.value == MALFORMED_CDC_RECORDS[kind], dict(r.headers or []))
+            for r in dead
+            if r.key == key
+        ]
+        check(
+            bool(copies)
+            and all(
+                same and h.get("error") and h.get("error.kind") == b"decode" for same, h in copies
+            ),
+            f"the malformed change record ({kind}) is not on the DLQ as sent, with its error "
+            "header and error.kind decode",
+            copies,
+        )
     check(not lost and not never_stored, "payments lost", lost + never_stored)
     check(not stray, "rows no customer asked for", stray)
     check(len(gave_up) <= max(1, len(customers) // 100), "customers who could not finish", gave_up)
