@@ -31,6 +31,7 @@ from payments.logs import configure_logging, get_logger
 from payments.reconcile import CycleReport
 from payments.settings import Settings
 from streams import handlers
+from streams.blocking import CHANGE_APPLIED, PartitionBlocks
 from streams.emitter import StatusEmitter
 from streams.metrics import WorkerMetrics
 from streams.open_table import OpenTable, partition_items, partitions_of
@@ -94,7 +95,9 @@ class PaymentsWorker:
         self.topics, self.tables = declare(self.app, settings)
         self.metrics = WorkerMetrics()
         self.open = OpenTable(self.app, self.tables.open)
-        self.emitter = StatusEmitter(self.topics.status_updates, self.metrics)
+        # Partitions waiting on a step that failed (a status event, a change's table writes).
+        self.blocks = PartitionBlocks(self.metrics)
+        self.emitter = StatusEmitter(self.topics.status_updates, self.metrics, self.blocks)
         self.sequence = ChangeSequence(
             reader
             or KafkaRangeReader(
@@ -161,7 +164,11 @@ class PaymentsWorker:
 
     async def _handle(self, message: Record) -> None:
         """One record of the change topic (a Faust message, or a record read back by
-        ``streams.sequence``: both have topic, partition, offset, key and value)."""
+        ``streams.sequence``: both have topic, partition, offset, key and value).
+
+        Only a record that cannot be decoded goes to the DLQ: decoding checks everything the
+        worker needs of it, so applying a decoded change can only fail transiently (the state
+        store, the broker); the partition then waits and retries until it passes."""
         try:
             change = decode(message.value)
         except DecodeError as exc:
@@ -169,21 +176,19 @@ class PaymentsWorker:
             return
         if change is None:
             return
-        try:
-            await self.apply_change(change, message.partition)
-        except Exception as exc:  # a record this version cannot handle: never stop the partition
-            log.exception(
-                "change record could not be applied",
-                payment_id=str(change.payment_id),
-                partition=message.partition,
-                offset=message.offset,
-            )
-            await self._dead_letter(message, exc)
+        self.metrics.changes.labels(change.op.value).inc()
+        await self.blocks.until_done(
+            message.partition,
+            lambda: self.apply_change(change, message.partition),
+            waiting_for=CHANGE_APPLIED,
+            payment_id=str(change.payment_id),
+            retries=self.metrics.apply_retries,
+            offset=message.offset,
+        )
         self._maybe_purge_emitted(message.partition)
 
     async def apply_change(self, change: PaymentChange, partition: int) -> None:
         """The table update and, once the broker acknowledged it, the status event."""
-        self.metrics.changes.labels(change.op.value).inc()
         if change.committed_at_ms:
             self.metrics.cdc_delay.observe(max(0.0, time.time() - change.committed_at_ms / 1000))
         pid = str(change.payment_id).encode()
@@ -210,7 +215,7 @@ class PaymentsWorker:
                 version=change.after.version if change.after else None,
             )
 
-    async def _dead_letter(self, message: Record, exc: Exception) -> None:
+    async def _dead_letter(self, message: Record, exc: DecodeError) -> None:
         """The record, as it came, on the DLQ with the error in its headers; retried until the
         broker has it (a record is never dropped)."""
         self.metrics.dead_letters.inc()
@@ -223,7 +228,7 @@ class PaymentsWorker:
         )
         headers = [
             ("error", f"{type(exc).__name__}: {exc}".encode()[:2000]),
-            ("error.kind", b"decode" if isinstance(exc, DecodeError) else b"processing"),
+            ("error.kind", b"decode"),
             ("source.topic", message.topic.encode()),
             ("source.partition", str(message.partition).encode()),
             ("source.offset", str(message.offset).encode()),
@@ -369,7 +374,7 @@ class PaymentsWorker:
             "partitions": {"active": self.owned_partitions(), "standby": self.standby_partitions()},
             "open": {"count": sum(by_status.values()), "by_status": by_status},
             "last_cycle": None if cycle is None else cycle.summary(),
-            "blocked": self.emitter.state(),
+            "blocked": self.blocks.state(),
             "waiting_retry": [
                 {
                     "payment_id": str(pid),
@@ -396,10 +401,18 @@ class PaymentsWorker:
         @self.app.page("/healthz")
         class HealthView(View):
             async def get(self, request: Request) -> Response:
-                blocked = worker.emitter.state()
+                blocked = worker.blocks.state()
                 if blocked is None:
                     return self.json({"status": "ok"})
-                return self.json({"status": "blocked", "since": blocked["since"]}, status=503)
+                return self.json(
+                    {
+                        "status": "blocked",
+                        "since": blocked["since"],
+                        "partition": blocked["partition"],
+                        "waiting_for": blocked["waiting_for"],
+                    },
+                    status=503,
+                )
 
         @self.app.page("/pending/")
         class PendingView(View):

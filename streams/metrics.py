@@ -47,9 +47,14 @@ class WorkerMetrics:
             "status event sends that failed and were retried (the partition waited)",
             registry=r,
         )
+        self.apply_retries = Counter(
+            "payments_change_apply_retries_total",
+            "change records whose table writes failed and were retried (the partition waited)",
+            registry=r,
+        )
         self.blocked = Gauge(
             "payments_status_emit_blocked_partitions",
-            "partitions waiting for a status event to be acknowledged",
+            "partitions waiting for a status event to be acknowledged or a change to be applied",
             registry=r,
         )
         self.blocked_since = Gauge(
