@@ -40,9 +40,8 @@ from streams.sequence import ChangeSequence, KafkaRangeReader, RangeReader, Reco
 from streams.topics import Tables, Topics, declare
 
 log = get_logger("streams")
-# How long an `emitted` entry is kept after its payment became final, and how often, and how
-# much at a time, each partition is combed for older ones.
-EMITTED_RETENTION_SECONDS = 30 * 86_400
+# How often, and how much at a time, each partition is combed for `emitted` entries older than
+# handlers.EMITTED_RETENTION_SECONDS.
 PURGE_EVERY_SECONDS = 3_600
 PURGE_CHUNK = 2_000
 
@@ -194,7 +193,7 @@ class PaymentsWorker:
         pid = str(change.payment_id).encode()
         raw = self.tables.emitted.get(pid)
         last = handlers.Emitted.from_json(handlers.decode(raw)) if raw is not None else None
-        decision = handlers.decide(change, last)
+        decision = handlers.decide(change, last, now=time.time())
         self.open.apply(partition, decision)
         update = decision.emit
         if update is not None:
@@ -253,7 +252,7 @@ class PaymentsWorker:
         now = time.time()
         if not purge.resume and now - purge.last_pass_ended < PURGE_EVERY_SECONDS:
             return
-        cutoff = now - EMITTED_RETENTION_SECONDS
+        cutoff = now - handlers.EMITTED_RETENTION_SECONDS
         stale: list[bytes] = []
         items = partition_items(self.tables.emitted, partition, purge.resume, None)
         for seen, (key, value) in enumerate(items, start=1):
