@@ -36,7 +36,12 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from payments.domain.errors import PaymentsError, ProviderDeclined, RetryableError
+from payments.domain.errors import (
+    IdempotencyKeyConflict,
+    PaymentsError,
+    ProviderDeclined,
+    RetryableError,
+)
 from payments.domain.intents import EXPIRY_CANCELLATION_REASON
 from payments.domain.status import Source, Status
 from payments.logs import get_logger
@@ -540,10 +545,19 @@ class Reconciler:
             intent_id = latest.provider_payment_id
         if intent_id is None:  # failed at creation: no intent exists, nothing can be charged
             return self._write_expired(pid, None)
+        # Each attempt is a new decision to cancel (a new idempotency key): Stripe replays the
+        # answer of a key it has seen, a refusal included, for 24 hours.
+        earlier = self.retries.get(pid)
         try:
-            intent = self.gateway.cancel_intent(intent_id, reason=EXPIRY_CANCELLATION_REASON)
-        except ProviderDeclined:
-            # Stripe would not cancel: the intent already succeeded, is processing, or is gone.
+            intent = self.gateway.cancel_intent(
+                intent_id,
+                payment_id=pid,
+                reason=EXPIRY_CANCELLATION_REASON,
+                decision=(earlier.attempts if earlier else 0) + 1,
+            )
+        except (ProviderDeclined, IdempotencyKeyConflict):
+            # Stripe would not cancel (the intent already succeeded, is processing, or is
+            # gone), or holds the key for a cancel still in flight: take what it says now.
             intent = self.gateway.retrieve_intent(intent_id)
             return self._take_final(pid, intent)
         return self._write_expired(pid, intent)

@@ -4,8 +4,8 @@ Every HTTP attempt takes a token from the deployment's rate budget, has a timeou
 by error kind: connection errors, 409 (a concurrent request with the same idempotency key), 429
 and 5xx with exponential backoff and jitter, honouring ``Stripe-Should-Retry`` and
 ``Retry-After``; a decline or an invalid request never. Every write carries an idempotency key
-derived from our own ids (``pi-create-<payment id>``), never a client's key: Stripe's keys are
-account-wide.
+derived from our own ids (``pi-create-<payment id>``, ``pi-cancel-<payment id>-<reason>-<n>``),
+never a client's key: Stripe's keys are account-wide.
 
 Stripe errors are translated here, once, into ``payments.domain.errors``:
 rate limit, connection, 5xx, auth -> ``RetryableError`` (the payment stays as it is; retry later);
@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
+from uuid import UUID
 
 import stripe
 
@@ -267,10 +268,14 @@ class StripeGateway:
             lambda: self.client.v1.payment_intents.retrieve(intent_id),
         )
 
-    def cancel_intent(self, intent_id: str, *, reason: str) -> Intent:
+    def cancel_intent(
+        self, intent_id: str, *, payment_id: UUID, reason: str, decision: int
+    ) -> Intent:
         """Cancel with Stripe's ``cancellation_reason`` (``abandoned`` for our expiry). The
-        local stand-in takes no reason (and keeps none): it is then canceled without one."""
-        options: Any = {"idempotency_key": f"pi-cancel-{intent_id}"}
+        local stand-in takes no reason (and keeps none): it is then canceled without one.
+        Idempotent per decision to cancel (``cancel_key``): the retries of this call send the
+        same key; a later decision, or another reason, sends another."""
+        options: Any = {"idempotency_key": cancel_key(payment_id, reason, decision)}
 
         def cancel() -> Any:
             if self._cancel_reasons is not False:
@@ -483,6 +488,14 @@ class _SweepCursor:
 def creation_key(payment: Payment) -> str:
     """Stripe's idempotency key of a payment's intent creation: ours, never the client's."""
     return f"pi-create-{payment.id}"
+
+
+def cancel_key(payment_id: UUID, reason: str, decision: int) -> str:
+    """Stripe's idempotency key of a cancel: our payment id, the reason, and which decision to
+    cancel it is (the API's: the payment's version; the expiry's: its attempt number). Stripe
+    answers a key it has seen with its first answer, a refusal included, for 24 hours: the
+    customer's cancel and our expiry, or a retry after a refusal, must not share one."""
+    return f"pi-cancel-{payment_id}-{reason}-{decision}"
 
 
 def _error_kind(error: PaymentsError) -> str:

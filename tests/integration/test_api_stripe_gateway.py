@@ -64,10 +64,12 @@ def test_intent_lifecycle(proxy: RecordingProxy, s: Settings) -> None:
     status, paid = support_api.LocalStripe(s).pay(intent.id, "4242424242424242")
     assert status == 200, paid
     assert gateway.retrieve_intent(intent.id).status == "succeeded"
-    with pytest.raises(ProviderDeclined):
-        gateway.cancel_intent(intent.id, reason="abandoned")  # a succeeded intent cannot
-    other = gateway.create_intent(payment())
-    assert gateway.cancel_intent(other.id, reason="abandoned").status == "canceled"
+    with pytest.raises(ProviderDeclined):  # a succeeded intent cannot be canceled
+        gateway.cancel_intent(intent.id, payment_id=p.id, reason="abandoned", decision=1)
+    q = payment()
+    other = gateway.create_intent(q)
+    canceled = gateway.cancel_intent(other.id, payment_id=q.id, reason="abandoned", decision=1)
+    assert canceled.status == "canceled"
     with pytest.raises(ProviderDeclined):
         gateway.retrieve_intent("pi_does_not_exist")
     assert ("create_intent", "ok") in seen and ("cancel_intent", "declined") in seen

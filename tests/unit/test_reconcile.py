@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from payments.domain.errors import RetryableError
+from payments.domain.errors import RetryableError, TransitionRefused
 from payments.domain.money import Money
 from payments.domain.payment import Payment
 from payments.domain.status import Source, Status
@@ -99,7 +99,7 @@ def test_the_sweep_resolves_what_changed_at_a_cost_independent_of_the_open_count
     paid, declined, canceled = payments[:3]
     world.stripe.succeed(world.intent_of(paid))
     world.stripe.decline(world.intent_of(declined))
-    world.stripe.cancel_intent(world.intent_of(canceled), reason="requested_by_customer")
+    world.stripe.cancel_elsewhere(world.intent_of(canceled), "requested_by_customer")
     world.stripe.calls = 0
 
     report = world.cycle()
@@ -388,11 +388,52 @@ def test_checks_wait_on_stripe_side_by_side() -> None:
     barrier = threading.Barrier(4, timeout=10)
     cancel = world.stripe.cancel_intent
 
-    def cancel_together(intent_id: str, *, reason: str):  # type: ignore[no-untyped-def]
+    def cancel_together(intent_id: str, **kwargs):  # type: ignore[no-untyped-def]
         barrier.wait()
-        return cancel(intent_id, reason=reason)
+        return cancel(intent_id, **kwargs)
 
     world.stripe.cancel_intent = cancel_together  # type: ignore[method-assign]
     report = world.cycle(lead_sweep=False)
     assert (report.expired, report.errors) == (8, 0)
     assert all(world.status(p) is Status.EXPIRED for p in payments)
+
+
+def test_each_expiry_attempt_is_a_new_cancel_at_stripe_not_a_replay_of_the_refusal() -> None:
+    """Stripe answers a cancel key it has seen with its first answer, a refusal included, for
+    24 hours. The first expiry is refused (the intent is processing); when the intent is back
+    waiting for the customer, the next attempt cancels it with a key of its own."""
+    world = World()  # honours idempotency keys as Stripe does
+    payment = world.payment(age=90_000)
+    intent_id = world.intent_of(payment)
+    world.stripe.intents[intent_id].status = "processing"
+    first = world.cycle(lead_sweep=False)
+    assert first.errors == 1 and world.status(payment) is Status.PENDING
+    world.stripe.intents[intent_id].status = "requires_payment_method"  # the charge failed
+    world.now += 61
+    world.cycle(lead_sweep=False)
+    assert world.status(payment) is Status.EXPIRED
+    assert world.stripe.cancel_keys == [
+        f"pi-cancel-{payment.id}-abandoned-1",
+        f"pi-cancel-{payment.id}-abandoned-2",
+    ]
+    intent = world.stripe.intents[intent_id]
+    assert (intent.status, intent.cancellation_reason) == ("canceled", "abandoned")
+
+
+def test_a_customers_refused_cancel_does_not_stand_in_for_the_expiry() -> None:
+    """The customer's cancel (reason requested_by_customer) was refused while the intent was
+    processing; the expiry's cancel is another request with another key, and goes through."""
+    world = World()
+    payment = world.payment(age=90_000)
+    intent_id = world.intent_of(payment)
+    world.stripe.intents[intent_id].status = "processing"
+    version = world.repo.get(payment.id).version  # type: ignore[union-attr]
+    with pytest.raises(TransitionRefused):
+        world.service.cancel(payment.id)
+    world.stripe.intents[intent_id].status = "requires_payment_method"
+    world.cycle(lead_sweep=False)
+    assert world.status(payment) is Status.EXPIRED
+    assert world.stripe.cancel_keys == [
+        f"pi-cancel-{payment.id}-requested_by_customer-{version}",
+        f"pi-cancel-{payment.id}-abandoned-1",
+    ]
