@@ -569,9 +569,8 @@ class Reconciler:
                 f"payment {pid} is past its TTL but intent {intent.id} is {intent.status} at "
                 "Stripe and cannot be canceled yet"
             )
-        if outcome is Status.CANCELED and intent.cancellation_reason is None:
-            # Past the TTL and canceled with no reason given (the stand-in keeps none): ours.
-            return self._write_expired(pid, intent)
+        # Canceled by our expiry (reason `abandoned`) is `expired`; any other reason, or none
+        # (a cancel from the dashboard), is `canceled` (payments.domain.intents).
         result = self.service.apply_intent(pid, intent, Source.RECONCILER)
         return result.outcome is TransitionOutcome.APPLIED and outcome is Status.EXPIRED
 

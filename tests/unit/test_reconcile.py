@@ -437,3 +437,37 @@ def test_a_customers_refused_cancel_does_not_stand_in_for_the_expiry() -> None:
         f"pi-cancel-{payment.id}-requested_by_customer-{version}",
         f"pi-cancel-{payment.id}-abandoned-1",
     ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        (None, Status.CANCELED),  # canceled from the dashboard: no reason
+        ("duplicate", Status.CANCELED),
+        ("requested_by_customer", Status.CANCELED),
+        ("abandoned", Status.EXPIRED),  # an earlier expiry of ours whose answer was lost
+    ],
+)
+def test_past_the_ttl_an_intent_canceled_elsewhere_is_recorded_by_its_reason(
+    reason: str | None, expected: Status
+) -> None:
+    """Only our expiry's cancel (reason `abandoned`) makes a payment `expired`; an intent
+    someone else canceled, with any other reason or none, makes it `canceled`."""
+    world = World()
+    payment = world.payment(age=90_000)
+    world.stripe.cancel_elsewhere(world.intent_of(payment), reason)
+    world.stripe.events.clear()  # its webhook and event were lost
+    world.cycle(lead_sweep=False)
+    assert world.status(payment) is expected
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [(None, Status.CANCELED), ("abandoned", Status.EXPIRED), ("fraudulent", Status.CANCELED)],
+)
+def test_a_swept_cancel_is_recorded_by_its_reason(reason: str | None, expected: Status) -> None:
+    world = World()
+    payment = world.payment()
+    world.stripe.cancel_elsewhere(world.intent_of(payment), reason)
+    world.cycle()
+    assert world.status(payment) is expected
