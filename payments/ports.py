@@ -254,11 +254,15 @@ class PageCursor:
 @dataclass(frozen=True, slots=True)
 class Retry:
     """A reconciliation check that failed: how many times, when it may run again (epoch
-    seconds) and the last error. Kept by the repository across restarts."""
+    seconds) and the last error. Kept by the repository across restarts. ``unknown_since`` /
+    ``unknown_attempts``: the current run of definite "no such intent" answers (404) from
+    Stripe, since when and how many in a row (None / 0 when the last failure was another)."""
 
     attempts: int
     next_at: float
     reason: str
+    unknown_since: float | None = None
+    unknown_attempts: int = 0
 
 
 class PaymentRepository(Protocol):

@@ -324,7 +324,14 @@ class PaymentsWorker:
             if report.sweep is not None:
                 self.metrics.stripe_calls.labels("sweep").inc(report.sweep.stripe_calls)
                 self.metrics.foreign_intents.inc(report.sweep.foreign)
-            for result in ("resolved", "created", "expired", "errors", "deferred"):
+            for result in (
+                "resolved",
+                "created",
+                "expired",
+                "expired_unknown_intent",
+                "errors",
+                "deferred",
+            ):
                 self.metrics.cycle_figures.labels(result).inc(getattr(report, result))
             return report
 

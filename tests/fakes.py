@@ -19,7 +19,13 @@ from typing import Any
 from uuid import UUID
 
 from payments.adapters.stripe_gateway import cancel_key, creation_key
-from payments.domain.errors import Conflict, NotFound, ProviderDeclined, RetryableError
+from payments.domain.errors import (
+    Conflict,
+    NotFound,
+    ProviderDeclined,
+    ProviderObjectMissing,
+    RetryableError,
+)
 from payments.domain.intents import STATUS_EVENT_TYPES
 from payments.domain.payment import DEFAULT_TENANT, IntentMatch, Payment
 from payments.domain.status import Status, can_transition
@@ -238,7 +244,7 @@ class FakePaymentRepository:
             if intent is not None:
                 changes["provider_status"] = intent.status
                 changes["provider_payment_id"] = payment.provider_payment_id or intent.id
-            if change.to is Status.FAILED:
+            if change.to in (Status.FAILED, Status.EXPIRED):
                 changes["failure_code"] = change.failure_code or payment.failure_code
                 changes["failure_message"] = change.failure_message or payment.failure_message
             updated = self._bump(payment, **changes)
@@ -454,7 +460,7 @@ class FakeStripeGateway:
     def _get(self, intent_id: str) -> FakeIntent:
         intent = self.intents.get(intent_id)
         if intent is None:
-            raise ProviderDeclined(
+            raise ProviderObjectMissing(
                 f"no such PaymentIntent: {intent_id!r}", code="resource_missing", field="intent"
             )
         return intent

@@ -9,7 +9,8 @@ never a client's key: Stripe's keys are account-wide.
 
 Stripe errors are translated here, once, into ``payments.domain.errors``:
 rate limit, connection, 5xx, auth -> ``RetryableError`` (the payment stays as it is; retry later);
-card or invalid request -> ``ProviderDeclined`` (the caller must change something);
+card or invalid request -> ``ProviderDeclined`` (the caller must change something), a 404
+-> ``ProviderObjectMissing`` (the object does not exist: a definite answer);
 an idempotency key reused with other parameters -> ``IdempotencyKeyConflict``.
 """
 
@@ -30,6 +31,7 @@ from payments.domain.errors import (
     InvalidRequest,
     PaymentsError,
     ProviderDeclined,
+    ProviderObjectMissing,
     RetryableError,
 )
 from payments.domain.intents import STATUS_EVENT_TYPES
@@ -70,6 +72,10 @@ def translate_error(exc: stripe.StripeError, action: str) -> PaymentsError:
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
         return RetryableError(
             f"{action}: Stripe refused the API key ({status}); check STRIPE_SECRET_KEY: {detail}"
+        )
+    if isinstance(exc, stripe.InvalidRequestError) and status == 404:
+        return ProviderObjectMissing(
+            f"{action}: Stripe has no such object: {detail}", code=exc.code, field=exc.param
         )
     if isinstance(exc, stripe.InvalidRequestError) and status is not None and status < 500:
         return ProviderDeclined(

@@ -45,3 +45,8 @@ class ProviderDeclined(PaymentsError):
         super().__init__(message)
         self.code = code
         self.field = field
+
+
+class ProviderObjectMissing(ProviderDeclined):
+    """The provider answered that the object does not exist (404): a definite answer, unlike
+    a timeout or a 5xx, which say nothing about it."""

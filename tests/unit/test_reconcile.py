@@ -471,3 +471,52 @@ def test_a_swept_cancel_is_recorded_by_its_reason(reason: str | None, expected: 
     world.stripe.cancel_elsewhere(world.intent_of(payment), reason)
     world.cycle()
     assert world.status(payment) is expected
+
+
+def expiry_attempts(world: World, payment: Payment, attempts: int) -> list[Status]:
+    """The payment's status after each of ``attempts`` expiry checks, each run when its retry
+    is due."""
+    statuses = []
+    for _ in range(attempts):
+        retry = world.reconciler.retries.get(payment.id)
+        if retry is not None:
+            world.now = max(world.now, retry.next_at)
+        world.cycle(lead_sweep=False)
+        statuses.append(world.status(payment))
+    return statuses
+
+
+UNKNOWN = dataclasses.replace(POLICY, ttl_seconds=1_000, retry_after_seconds=100)
+
+
+def test_a_payment_whose_intent_stripe_does_not_know_expires_once_that_answer_held() -> None:
+    """Past the TTL, Stripe answers 404 for the intent, every time. Waits of 100, 200, 400,
+    800 s, then the cap (the TTL, 1,000 s): the sixth attempt is the first after a capped
+    wait, 2,500 s (more than one TTL) into six answers in a row, and expires it, saying why."""
+    world = World(UNKNOWN)
+    payment = world.payment(age=1_100)
+    del world.stripe.intents[world.intent_of(payment)]
+    pending, expired = Status.PENDING, Status.EXPIRED
+    assert expiry_attempts(world, payment, 6) == [pending] * 5 + [expired]
+    stored = world.repo.get(payment.id)
+    assert stored is not None and stored.failure_code == "intent_unknown_to_stripe"
+    assert world.reconciler.retries.get(payment.id) is None
+
+
+def test_a_timeout_or_a_5xx_is_never_taken_for_an_unknown_intent() -> None:
+    """Five 404s, then a 503 (no answer about the intent): the run of 404s starts again, and
+    the payment expires only after three more, spanning a TTL, at the ninth attempt."""
+    world = World(UNKNOWN)
+    payment = world.payment(age=1_100)
+    del world.stripe.intents[world.intent_of(payment)]
+    assert expiry_attempts(world, payment, 5) == [Status.PENDING] * 5
+    world.stripe.fail_next = 1  # the next cancel: 503
+    assert expiry_attempts(world, payment, 1) == [Status.PENDING]
+    assert expiry_attempts(world, payment, 3) == [Status.PENDING] * 2 + [Status.EXPIRED]
+
+
+def test_a_payment_stripe_never_answers_for_is_never_expired_on_that_silence() -> None:
+    world = World(UNKNOWN)
+    payment = world.payment(age=1_100)
+    world.stripe.fail_with = RetryableError("Stripe: 503")
+    assert expiry_attempts(world, payment, 12) == [Status.PENDING] * 12
