@@ -87,6 +87,11 @@ UNKNOWN_INTENT_ATTEMPTS = 3
 INTENT_UNKNOWN_CODE = "intent_unknown_to_stripe"
 
 
+class ForeignIntent(PaymentsError):
+    """Stripe's intent for a payment is not the payment's own (another id, amount or currency):
+    refused, counted, and the check tried again later."""
+
+
 class IntentUnknown(PaymentsError):
     """Stripe has no such intent (a definite 404), not yet long enough to expire the payment."""
 
@@ -163,6 +168,8 @@ class CycleReport:
     expired: int = 0
     # Of ``expired``: payments whose intent Stripe does not know (``UNKNOWN_INTENT_ATTEMPTS``).
     expired_unknown_intent: int = 0
+    # Intents refused as not the payment's own: by the sweep, the retrieves and the expiries.
+    foreign: int = 0
     deferred: int = 0
     errors: int = 0
     waiting_retry: int = 0
@@ -430,6 +437,8 @@ class Reconciler:
             self._in_a_row = 0
             return
         report.errors += 1
+        if isinstance(exc, ForeignIntent):
+            report.foreign += 1
         self._retry_later(item, exc)
         if isinstance(exc, PaymentsError):
             return
@@ -497,6 +506,7 @@ class Reconciler:
         if sweep is not None:
             report.stripe_calls += sweep.stripe_calls
             report.resolved += sweep.applied
+            report.foreign += sweep.foreign
         return report
 
     def _retry_delay(self, attempts: int) -> float:
@@ -557,6 +567,8 @@ class Reconciler:
         result = self.service.apply_intent(item.payment_id, intent, Source.RECONCILER)
         if result.outcome is TransitionOutcome.APPLIED:
             return ("retrieved", "resolved")
+        if result.outcome is TransitionOutcome.FOREIGN_INTENT:
+            return ("retrieved", "foreign")
         return ("retrieved",)
 
     def _expire(self, item: Due) -> tuple[str, ...]:
@@ -642,6 +654,10 @@ class Reconciler:
         # Canceled by our expiry (reason `abandoned`) is `expired`; any other reason, or none
         # (a cancel from the dashboard), is `canceled` (payments.domain.intents).
         result = self.service.apply_intent(pid, intent, Source.RECONCILER)
+        if result.outcome is TransitionOutcome.FOREIGN_INTENT:
+            raise ForeignIntent(
+                f"payment {pid} not resolved by intent {intent.id}: {result.reason}"
+            )
         if result.outcome is TransitionOutcome.APPLIED and outcome is Status.EXPIRED:
             return ("expired",)
         return ("resolved",)
@@ -663,7 +679,7 @@ class Reconciler:
         )
         result = self.repo.transition(pid, change)
         if result.outcome is TransitionOutcome.FOREIGN_INTENT:
-            raise PaymentsError(f"payment {pid} not expired: {result.reason}")
+            raise ForeignIntent(f"payment {pid} not expired: {result.reason}")
         if result.outcome is TransitionOutcome.APPLIED:
             log.info("payment expired", payment_id=str(pid))
             return ("expired",)

@@ -323,7 +323,7 @@ class PaymentsWorker:
             )
             if report.sweep is not None:
                 self.metrics.stripe_calls.labels("sweep").inc(report.sweep.stripe_calls)
-                self.metrics.foreign_intents.inc(report.sweep.foreign)
+            self.metrics.foreign_intents.inc(report.foreign)
             for result in (
                 "resolved",
                 "created",

@@ -93,7 +93,8 @@ class WorkerMetrics:
         )
         self.foreign_intents = Counter(
             "payments_foreign_intents_refused_total",
-            "Stripe events about an intent that is not the payment's own, refused",
+            "Stripe intents that are not the payment's own, refused by reconciliation "
+            "(swept events, listed and retrieved intents, expiries)",
             registry=r,
         )
         self.cycle_seconds = Histogram(

@@ -520,3 +520,26 @@ def test_a_payment_stripe_never_answers_for_is_never_expired_on_that_silence() -
     payment = world.payment(age=1_100)
     world.stripe.fail_with = RetryableError("Stripe: 503")
     assert expiry_attempts(world, payment, 12) == [Status.PENDING] * 12
+
+
+def test_foreign_intents_are_counted_on_every_path() -> None:
+    """Refused as not the payment's own, and counted in the cycle's report: a swept event
+    about another intent naming the payment, a retrieved intent whose amount was changed at
+    Stripe, and an expiry whose intent was changed the same way."""
+    world = World()
+    world.stripe.lists_intents_by_created = False  # stale payments are retrieved one by one
+    swept = world.payment()
+    stranger = world.stripe.create_intent(dataclasses.replace(swept, id=uuid.uuid4()))
+    world.stripe.intents[stranger.id].metadata["payment_id"] = str(swept.id)
+    world.stripe.succeed(stranger.id)
+    retrieved = world.payment(age=3_900)  # passed the stale age within the last interval
+    world.stripe.intents[world.intent_of(retrieved)].amount = 1
+    world.stripe.succeed(world.intent_of(retrieved))
+    world.stripe.events = [e for e in world.stripe.events if e.intent.id == stranger.id]  # type: ignore[union-attr]
+    expiring = world.payment(age=90_000)
+    world.stripe.intents[world.intent_of(expiring)].amount = 5
+    report = world.cycle()
+    assert report.sweep is not None and report.sweep.foreign == 1
+    assert (report.retrieved, report.foreign) == (1, 3)
+    assert [world.status(p) for p in (swept, retrieved, expiring)] == [Status.PENDING] * 3
+    assert world.reconciler.retries[expiring.id].attempts == 1, "the expiry is tried again"
