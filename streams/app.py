@@ -44,6 +44,8 @@ log = get_logger("streams")
 # handlers.EMITTED_RETENTION_SECONDS.
 PURGE_EVERY_SECONDS = 3_600
 PURGE_CHUNK = 2_000
+# Failed reconciliation checks listed by /stats/ (and /ops), soonest next attempt first.
+WAITING_RETRY_SHOWN = 20
 
 
 @dataclass
@@ -368,12 +370,33 @@ class PaymentsWorker:
         expected = self.settings.operator_logins.get(user)
         return expected is not None and hmac.compare_digest(password, expected)
 
+    def waiting_retry(self) -> dict[str, Any]:
+        """The reconciliation checks that failed and wait for their next attempt (the
+        deployment's, as the database had them at the last cycle): how many, and the
+        ``WAITING_RETRY_SHOWN`` due soonest, each with its attempts, next time and last error."""
+        core = self._core
+        retries = list(core.reconciler.retries.items()) if core is not None else []
+        now = time.time()
+        soonest = sorted(retries, key=lambda item: item[1].next_at)[:WAITING_RETRY_SHOWN]
+        return {
+            "count": len(retries),
+            "payments": [
+                {
+                    "payment_id": str(pid),
+                    "attempts": r.attempts,
+                    "next_at": r.next_at,
+                    "next_in_seconds": round(r.next_at - now, 1),
+                    "reason": r.reason,
+                }
+                for pid, r in soonest
+            ],
+        }
+
     def stats(self) -> dict[str, Any]:
         by_status = self.open.by_status()
         for status, count in by_status.items():
             self.metrics.open.labels(status).set(count)
         cycle = self.last_cycle
-        core = self._core
         return {
             "worker": self.app.conf.id,
             "url": str(self.app.conf.canonical_url),
@@ -381,17 +404,7 @@ class PaymentsWorker:
             "open": {"count": sum(by_status.values()), "by_status": by_status},
             "last_cycle": None if cycle is None else cycle.summary(),
             "blocked": self.blocks.state(),
-            "waiting_retry": [
-                {
-                    "payment_id": str(pid),
-                    "attempts": r.attempts,
-                    "next_at": r.next_at,
-                    "reason": r.reason,
-                }
-                for pid, r in list(core.reconciler.retries.items())[:20]
-            ]
-            if core is not None
-            else [],
+            "waiting_retry": self.waiting_retry(),
         }
 
     def _register_views(self) -> None:
