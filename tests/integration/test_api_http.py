@@ -236,7 +236,7 @@ def test_health_ready_and_metrics(app: Flask, client: FlaskClient) -> None:
 def test_readyz_reports_a_dead_replica(s: Settings) -> None:
     dead = s.model_copy(
         update={
-            "database_read_url": f"postgresql://payments:payments@127.0.0.1:"
+            "database_read_url": f"postgresql://payments@127.0.0.1:"
             f"{support_api.free_port()}/payments"
         }
     )
