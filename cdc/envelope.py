@@ -83,34 +83,54 @@ def _parse_time(value: Any, field: str) -> datetime:
     if not isinstance(value, str):
         raise DecodeError(f"field {field} must be an ISO-8601 string, got {value!r}")
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise DecodeError(f"field {field} is not an ISO-8601 timestamp: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise DecodeError(f"field {field} has no time zone (timestamptz expected): {value!r}")
+    return parsed
+
+
+def _positive_int(raw: dict[str, Any], column: str, where: str) -> int:
+    value = raw[column]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DecodeError(f"{where}.{column} must be a positive integer, got {value!r}")
+    return value
+
+
+def _text(raw: dict[str, Any], column: str, where: str, *, optional: bool = False) -> str | None:
+    value = raw.get(column) if optional else raw[column]
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise DecodeError(f"{where}.{column} must be a string, got {value!r}")
+    return value
 
 
 def _row(raw: Any, where: str) -> PaymentRow | None:
+    """A row image, with every column the worker uses checked: a change that decodes can be
+    applied (its table keys, its status event) without meeting a bad value later."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
         raise DecodeError(f"{where} must be an object, got {type(raw).__name__}")
     try:
-        version = raw["version"]
-        amount = raw["amount_minor"]
-        if not isinstance(version, int) or not isinstance(amount, int):
-            raise DecodeError(f"{where}: version and amount_minor must be integers")
+        currency = str(_text(raw, "currency", where)).strip()
+        if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+            raise DecodeError(f"{where}.currency must be a 3-letter code, got {currency!r}")
         return PaymentRow(
-            id=UUID(str(raw["id"])),
+            id=UUID(str(_text(raw, "id", where))),
             status=Status(raw["status"]),
-            version=version,
-            amount_minor=amount,
-            currency=str(raw["currency"]).strip(),
-            idempotency_key=str(raw["idempotency_key"]),
-            provider_payment_id=raw.get("provider_payment_id"),
-            provider_status=raw.get("provider_status"),
+            version=_positive_int(raw, "version", where),
+            amount_minor=_positive_int(raw, "amount_minor", where),
+            currency=currency,
+            idempotency_key=str(_text(raw, "idempotency_key", where)),
+            provider_payment_id=_text(raw, "provider_payment_id", where, optional=True),
+            provider_status=_text(raw, "provider_status", where, optional=True),
             created_at=_parse_time(raw["created_at"], f"{where}.created_at"),
             updated_at=_parse_time(raw["updated_at"], f"{where}.updated_at"),
-            status_source=raw.get("status_source"),
-            tenant_id=raw.get("tenant_id"),
+            status_source=_text(raw, "status_source", where, optional=True),
+            tenant_id=_text(raw, "tenant_id", where, optional=True),
         )
     except KeyError as exc:
         raise DecodeError(f"{where} lacks the column {exc.args[0]}") from exc
@@ -145,6 +165,8 @@ def decode(value: bytes | None) -> PaymentChange | None:
         raise DecodeError("delete event without a before image (REPLICA IDENTITY FULL expected)")
     if op is not Op.DELETE and after is None:
         raise DecodeError(f"op {op.value} event without an after image")
+    if before is not None and after is not None and before.id != after.id:
+        raise DecodeError(f"before and after are different payments ({before.id}, {after.id})")
     source = doc.get("source") or {}
     if not isinstance(source, dict):
         raise DecodeError("source must be an object")

@@ -52,6 +52,21 @@ def _worker_lines(data: dict[str, Any]) -> list[str]:
                 f"    BLOCKED on partition {b.get('partition')} since {b.get('since')}: "
                 f"{b.get('reason')}"
             )
+        lines.extend(_waiting_retry_lines(w.get("waiting_retry")))
+    return lines
+
+
+def _waiting_retry_lines(waiting: dict[str, Any] | None) -> list[str]:
+    if not waiting or not (waiting["count"] or waiting["payments"]):
+        return []
+    shown = waiting["payments"]
+    total = waiting["count"] if waiting["count"] is not None else "?"
+    lines = [f"    waiting for a retry: {total} payments (the {len(shown)} due soonest):"]
+    for r in shown:
+        lines.append(
+            f"      {r.get('payment_id')} attempt {r.get('attempts')}, next in "
+            f"{r.get('next_in_seconds')} s: {r.get('reason')}"
+        )
     return lines
 
 

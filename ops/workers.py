@@ -109,12 +109,26 @@ def faust_member(member: GroupMember, topic: str) -> FaustMember:
 # ----------------------------------------------------------------------------- /stats/ shapes
 
 
+def waiting_retry(raw: Any) -> dict[str, Any] | None:
+    """``{"count", "payments"}``: the failed reconciliation checks a worker lists (a bounded
+    list and the total); an earlier worker served the list alone (count unknown)."""
+    if isinstance(raw, Mapping):
+        count = raw.get("count")
+        return {
+            "count": count if isinstance(count, int) else None,
+            "payments": list(raw.get("payments") or []),
+        }
+    if isinstance(raw, list):
+        return {"count": None, "payments": raw}
+    return None
+
+
 def worker_figures(stats: Mapping[str, Any], pending: Mapping[str, Any] | None) -> dict[str, Any]:
     """One worker's figures from its ``/stats/`` (and ``/pending/`` when it answered), in
     either shape the worker serves:
 
     * ``{"worker", "url", "partitions": {"active", "standby"}, "open": {"count", "by_status"},
-      "last_cycle", "blocked"}``;
+      "last_cycle", "blocked", "waiting_retry": {"count", "payments"}}``;
     * the earlier ``{"worker", "last_cycle", "pending"}``, with the partitions and count in
       ``/pending/``.
     """
@@ -138,6 +152,7 @@ def worker_figures(stats: Mapping[str, Any], pending: Mapping[str, Any] | None) 
         "oldest": list((pending or {}).get("oldest") or []),
         "last_cycle": stats.get("last_cycle"),
         "blocked": stats.get("blocked"),
+        "waiting_retry": waiting_retry(stats.get("waiting_retry")),
         "reported": reported,
     }
 

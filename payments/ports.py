@@ -254,11 +254,15 @@ class PageCursor:
 @dataclass(frozen=True, slots=True)
 class Retry:
     """A reconciliation check that failed: how many times, when it may run again (epoch
-    seconds) and the last error. Kept by the repository across restarts."""
+    seconds) and the last error. Kept by the repository across restarts. ``unknown_since`` /
+    ``unknown_attempts``: the current run of definite "no such intent" answers (404) from
+    Stripe, since when and how many in a row (None / 0 when the last failure was another)."""
 
     attempts: int
     next_at: float
     reason: str
+    unknown_since: float | None = None
+    unknown_attempts: int = 0
 
 
 class PaymentRepository(Protocol):
@@ -318,7 +322,14 @@ class PaymentGateway(Protocol):
 
     def create_intent(self, payment: Payment) -> Intent: ...
     def retrieve_intent(self, intent_id: str) -> Intent: ...
-    def cancel_intent(self, intent_id: str, *, reason: str) -> Intent: ...
+    def cancel_intent(
+        self, intent_id: str, *, payment_id: UUID, reason: str, decision: int
+    ) -> Intent:
+        """Cancel the payment's intent for ``reason``; ``decision`` tells one decision to cancel
+        from a later one (the API: the payment's version; the expiry: its attempt number):
+        Stripe's idempotency key is made of the three."""
+        ...
+
     def confirm_intent(
         self, intent_id: str, payment_method: str, *, idempotency_key: str
     ) -> Intent: ...

@@ -36,7 +36,13 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from payments.domain.errors import PaymentsError, ProviderDeclined, RetryableError
+from payments.domain.errors import (
+    IdempotencyKeyConflict,
+    PaymentsError,
+    ProviderDeclined,
+    ProviderObjectMissing,
+    RetryableError,
+)
 from payments.domain.intents import EXPIRY_CANCELLATION_REASON
 from payments.domain.status import Source, Status
 from payments.logs import get_logger
@@ -73,6 +79,26 @@ STALE_SLICE_SECONDS = 600
 STALE_CHUNK = 500
 # Past the budget, candidates are counted (deferred) up to this many budgets, then no further.
 DEFERRED_COUNT_CAP = 10
+# A past-TTL payment whose intent Stripe answers 404 for (no such intent: another account, a
+# stand-in reset) is expired once that definite answer came this many times in a row, over at
+# least one more TTL, with the retry delay at its cap. Never on a timeout or a 5xx.
+UNKNOWN_INTENT_ATTEMPTS = 3
+# The failure code of a payment expired so.
+INTENT_UNKNOWN_CODE = "intent_unknown_to_stripe"
+
+
+class ForeignIntent(PaymentsError):
+    """Stripe's intent for a payment is not the payment's own (another id, amount or currency):
+    refused, counted, and the check tried again later."""
+
+
+class IntentUnknown(PaymentsError):
+    """Stripe has no such intent (a definite 404), not yet long enough to expire the payment."""
+
+    def __init__(self, message: str, *, since: float, in_a_row: int) -> None:
+        super().__init__(message)
+        self.since = since
+        self.in_a_row = in_a_row
 
 
 @dataclass(frozen=True)
@@ -140,6 +166,10 @@ class CycleReport:
     retrieved: int = 0
     created: int = 0
     expired: int = 0
+    # Of ``expired``: payments whose intent Stripe does not know (``UNKNOWN_INTENT_ATTEMPTS``).
+    expired_unknown_intent: int = 0
+    # Intents refused as not the payment's own: by the sweep, the retrieves and the expiries.
+    foreign: int = 0
     deferred: int = 0
     errors: int = 0
     waiting_retry: int = 0
@@ -409,6 +439,8 @@ class Reconciler:
             self._in_a_row = 0
             return
         report.errors += 1
+        if isinstance(exc, ForeignIntent):
+            report.foreign += 1
         self._retry_later(item, exc)
         if isinstance(exc, PaymentsError):
             return
@@ -476,13 +508,27 @@ class Reconciler:
         if sweep is not None:
             report.stripe_calls += sweep.stripe_calls
             report.resolved += sweep.applied
+            report.foreign += sweep.foreign
         return report
+
+    def _retry_delay(self, attempts: int) -> float:
+        """The wait after ``attempts`` failures: doubling from ``retry_after``, capped at the
+        TTL."""
+        delay = self.policy.retry_after_seconds * 2.0 ** (attempts - 1)
+        return min(delay, self.policy.ttl_seconds)
 
     def _retry_later(self, item: Due, exc: BaseException) -> None:
         previous = self.retries.get(item.payment_id)
         attempts = (previous.attempts if previous else 0) + 1
-        delay = min(self.policy.retry_after_seconds * 2 ** (attempts - 1), self.policy.ttl_seconds)
-        retry = Retry(attempts, self._clock() + delay, str(exc)[:300])
+        delay = self._retry_delay(attempts)
+        unknown = exc if isinstance(exc, IntentUnknown) else None
+        retry = Retry(
+            attempts,
+            self._clock() + delay,
+            str(exc)[:300],
+            unknown_since=unknown.since if unknown else None,
+            unknown_attempts=unknown.in_a_row if unknown else 0,
+        )
         self.retries[item.payment_id] = retry
         self._remember(self.repo.save_retry, item.payment_id, retry)
         log.warning(
@@ -514,7 +560,7 @@ class Reconciler:
     def _check(self, item: Due) -> tuple[str, ...]:
         """One check (in a pool thread); the report's counters it adds to."""
         if item.check is Check.EXPIRE:
-            return ("expired",) if self._expire(item) else ("resolved",)
+            return self._expire(item)
         if item.check is Check.CREATE:
             self.service.finish_creation(item.payment_id)
             return ("created",)
@@ -523,11 +569,13 @@ class Reconciler:
         result = self.service.apply_intent(item.payment_id, intent, Source.RECONCILER)
         if result.outcome is TransitionOutcome.APPLIED:
             return ("retrieved", "resolved")
+        if result.outcome is TransitionOutcome.FOREIGN_INTENT:
+            return ("retrieved", "foreign")
         return ("retrieved",)
 
-    def _expire(self, item: Due) -> bool:
+    def _expire(self, item: Due) -> tuple[str, ...]:
         """Past the TTL: cancel the intent at Stripe, then ``expired``; unless Stripe has a
-        final status, which is taken instead. True when the payment expired now."""
+        final status, which is taken instead. The report's counters it adds to."""
         pid = item.payment_id
         intent_id = item.provider_payment_id
         if intent_id is None and item.status is Status.PENDING:
@@ -536,41 +584,108 @@ class Reconciler:
                 return self._write_expired(pid, None)
             latest = self.repo.get(pid)
             if latest is None or not latest.is_open:
-                return False
+                return ("resolved",)
             if latest.provider_payment_id is None:
                 raise RetryableError(f"payment {pid} is being created at Stripe; expiring later")
             intent_id = latest.provider_payment_id
         if intent_id is None:  # failed at creation: no intent exists, nothing can be charged
             return self._write_expired(pid, None)
+        # Each attempt is a new decision to cancel (a new idempotency key): Stripe replays the
+        # answer of a key it has seen, a refusal included, for 24 hours.
+        earlier = self.retries.get(pid)
         try:
-            intent = self.gateway.cancel_intent(intent_id, reason=EXPIRY_CANCELLATION_REASON)
-        except ProviderDeclined:
-            # Stripe would not cancel: the intent already succeeded, is processing, or is gone.
-            intent = self.gateway.retrieve_intent(intent_id)
+            intent = self.gateway.cancel_intent(
+                intent_id,
+                payment_id=pid,
+                reason=EXPIRY_CANCELLATION_REASON,
+                decision=(earlier.attempts if earlier else 0) + 1,
+            )
+        except (ProviderDeclined, IdempotencyKeyConflict):
+            # Stripe would not cancel (the intent already succeeded, is processing, or is
+            # gone), or holds the key for a cancel still in flight: take what it says now.
+            try:
+                intent = self.gateway.retrieve_intent(intent_id)
+            except ProviderObjectMissing:
+                return self._expire_unknown(pid, intent_id)
             return self._take_final(pid, intent)
         return self._write_expired(pid, intent)
 
-    def _take_final(self, pid: UUID, intent: Intent) -> bool:
+    def _expire_unknown(self, pid: UUID, intent_id: str) -> tuple[str, ...]:
+        """Stripe answered 404 for the intent of a past-TTL payment. Nothing can be charged on
+        an intent Stripe does not have, but a wrong account or a stand-in reset look the same
+        for a while: expire only once the answer held ``UNKNOWN_INTENT_ATTEMPTS`` times in a
+        row, over at least one more TTL, with the retry delay at its cap."""
+        now = self._clock()
+        earlier = self.retries.get(pid)
+        in_a_row = (earlier.unknown_attempts if earlier else 0) + 1
+        since = earlier.unknown_since if earlier and earlier.unknown_since else now
+        ttl = self.policy.ttl_seconds
+        capped = earlier is not None and self._retry_delay(earlier.attempts) >= ttl
+        if capped and in_a_row >= UNKNOWN_INTENT_ATTEMPTS and now - since >= ttl:
+            log.warning(
+                "payment expired: Stripe does not know its intent",
+                payment_id=str(pid),
+                intent_id=intent_id,
+                answers_in_a_row=in_a_row,
+                unknown_for_seconds=round(now - since),
+            )
+            counted = self._write_expired(
+                pid,
+                None,
+                failure_code=INTENT_UNKNOWN_CODE,
+                failure_message=f"Stripe has no PaymentIntent {intent_id} (404 on "
+                f"{in_a_row} attempts over {round(now - since)} s)",
+            )
+            if counted == ("expired",):
+                return ("expired", "expired_unknown_intent")
+            return counted
+        raise IntentUnknown(
+            f"payment {pid} is past its TTL but Stripe has no PaymentIntent {intent_id} "
+            f"({in_a_row} answers in a row); expiring once that holds",
+            since=since,
+            in_a_row=in_a_row,
+        )
+
+    def _take_final(self, pid: UUID, intent: Intent) -> tuple[str, ...]:
         outcome = intent.outcome()
         if outcome is None:
             raise RetryableError(
                 f"payment {pid} is past its TTL but intent {intent.id} is {intent.status} at "
                 "Stripe and cannot be canceled yet"
             )
-        if outcome is Status.CANCELED and intent.cancellation_reason is None:
-            # Past the TTL and canceled with no reason given (the stand-in keeps none): ours.
-            return self._write_expired(pid, intent)
+        # Canceled by our expiry (reason `abandoned`) is `expired`; any other reason, or none
+        # (a cancel from the dashboard), is `canceled` (payments.domain.intents).
         result = self.service.apply_intent(pid, intent, Source.RECONCILER)
-        return result.outcome is TransitionOutcome.APPLIED and outcome is Status.EXPIRED
-
-    def _write_expired(self, pid: UUID, intent: Intent | None) -> bool:
-        result = self.repo.transition(pid, StatusChange(Status.EXPIRED, Source.EXPIRY, intent))
         if result.outcome is TransitionOutcome.FOREIGN_INTENT:
-            raise PaymentsError(f"payment {pid} not expired: {result.reason}")
+            raise ForeignIntent(
+                f"payment {pid} not resolved by intent {intent.id}: {result.reason}"
+            )
+        if result.outcome is TransitionOutcome.APPLIED and outcome is Status.EXPIRED:
+            return ("expired",)
+        return ("resolved",)
+
+    def _write_expired(
+        self,
+        pid: UUID,
+        intent: Intent | None,
+        *,
+        failure_code: str | None = None,
+        failure_message: str | None = None,
+    ) -> tuple[str, ...]:
+        change = StatusChange(
+            Status.EXPIRED,
+            Source.EXPIRY,
+            intent,
+            failure_code=failure_code,
+            failure_message=failure_message,
+        )
+        result = self.repo.transition(pid, change)
+        if result.outcome is TransitionOutcome.FOREIGN_INTENT:
+            raise ForeignIntent(f"payment {pid} not expired: {result.reason}")
         if result.outcome is TransitionOutcome.APPLIED:
             log.info("payment expired", payment_id=str(pid))
-            return True
-        return False
+            return ("expired",)
+        return ("resolved",)
 
 
 def _due(check: Check, entry: OpenPayment) -> Due:

@@ -292,10 +292,14 @@ class PaymentService:
         if payment.provider_payment_id is not None:
             try:
                 intent = self.gateway.cancel_intent(
-                    payment.provider_payment_id, reason=CANCEL_CANCELLATION_REASON
+                    payment.provider_payment_id,
+                    payment_id=payment.id,
+                    reason=CANCEL_CANCELLATION_REASON,
+                    decision=payment.version,
                 )
-            except ProviderDeclined:
-                # Stripe would not cancel (e.g. it already succeeded): record what it says.
+            except (ProviderDeclined, IdempotencyKeyConflict):
+                # Stripe would not cancel (e.g. it already succeeded), or holds this cancel's
+                # key for a request still in flight: record what the intent says now.
                 intent = self.gateway.retrieve_intent(payment.provider_payment_id)
                 result = self.apply_intent(payment_id, intent, Source.API)
                 current = result.payment or payment

@@ -30,6 +30,7 @@ from payments.operator_auth import operator_login
 from payments.reconcile import CycleReport
 from payments.settings import Settings
 from streams import handlers
+from streams.blocking import CHANGE_APPLIED, PartitionBlocks
 from streams.emitter import StatusEmitter
 from streams.metrics import WorkerMetrics
 from streams.open_table import OpenTable, partition_items, partitions_of
@@ -38,15 +39,16 @@ from streams.sequence import ChangeSequence, KafkaRangeReader, RangeReader, Reco
 from streams.topics import Tables, Topics, declare
 
 log = get_logger("streams")
-# How long an `emitted` entry is kept after its payment became final, and how often, and how
-# much at a time, each partition is combed for older ones.
-EMITTED_RETENTION_SECONDS = 30 * 86_400
+# How often, and how much at a time, each partition is combed for `emitted` entries older than
+# handlers.EMITTED_RETENTION_SECONDS.
 PURGE_EVERY_SECONDS = 3_600
 PURGE_CHUNK = 2_000
 # While changes keep coming the agent hands the event loop over at least this often: Faust's
 # stream does not suspend while its buffer holds records, so a run of changes would otherwise
 # hold up the web views (/metrics, /stats/), the heartbeats and the producer's callbacks.
 YIELD_EVERY_SECONDS = 0.005
+# Failed reconciliation checks listed by /stats/ (and /ops), soonest next attempt first.
+WAITING_RETRY_SHOWN = 20
 
 
 @dataclass
@@ -99,7 +101,9 @@ class PaymentsWorker:
         self.topics, self.tables = declare(self.app, settings)
         self.metrics = WorkerMetrics()
         self.open = OpenTable(self.app, self.tables.open)
-        self.emitter = StatusEmitter(self.topics.status_updates, self.metrics)
+        # Partitions waiting on a step that failed (a status event, a change's table writes).
+        self.blocks = PartitionBlocks(self.metrics)
+        self.emitter = StatusEmitter(self.topics.status_updates, self.metrics, self.blocks)
         self.sequence = ChangeSequence(
             reader
             or KafkaRangeReader(
@@ -170,7 +174,11 @@ class PaymentsWorker:
 
     async def _handle(self, message: Record) -> None:
         """One record of the change topic (a Faust message, or a record read back by
-        ``streams.sequence``: both have topic, partition, offset, key and value)."""
+        ``streams.sequence``: both have topic, partition, offset, key and value).
+
+        Only a record that cannot be decoded goes to the DLQ: decoding checks everything the
+        worker needs of it, so applying a decoded change can only fail transiently (the state
+        store, the broker); the partition then waits and retries until it passes."""
         try:
             change = decode(message.value)
         except DecodeError as exc:
@@ -178,27 +186,25 @@ class PaymentsWorker:
             return
         if change is None:
             return
-        try:
-            await self.apply_change(change, message.partition)
-        except Exception as exc:  # a record this version cannot handle: never stop the partition
-            log.exception(
-                "change record could not be applied",
-                payment_id=str(change.payment_id),
-                partition=message.partition,
-                offset=message.offset,
-            )
-            await self._dead_letter(message, exc)
+        self.metrics.changes.labels(change.op.value).inc()
+        await self.blocks.until_done(
+            message.partition,
+            lambda: self.apply_change(change, message.partition),
+            waiting_for=CHANGE_APPLIED,
+            payment_id=str(change.payment_id),
+            retries=self.metrics.apply_retries,
+            offset=message.offset,
+        )
         self._maybe_purge_emitted(message.partition)
 
     async def apply_change(self, change: PaymentChange, partition: int) -> None:
         """The table update and, once the broker acknowledged it, the status event."""
-        self.metrics.changes.labels(change.op.value).inc()
         if change.committed_at_ms:
             self.metrics.cdc_delay.observe(max(0.0, time.time() - change.committed_at_ms / 1000))
         pid = str(change.payment_id).encode()
         raw = self.tables.emitted.get(pid)
         last = handlers.Emitted.from_json(handlers.decode(raw)) if raw is not None else None
-        decision = handlers.decide(change, last)
+        decision = handlers.decide(change, last, now=time.time())
         self.open.apply(partition, decision)
         update = decision.emit
         if update is not None:
@@ -219,7 +225,7 @@ class PaymentsWorker:
                 version=change.after.version if change.after else None,
             )
 
-    async def _dead_letter(self, message: Record, exc: Exception) -> None:
+    async def _dead_letter(self, message: Record, exc: DecodeError) -> None:
         """The record, as it came, on the DLQ with the error in its headers; retried until the
         broker has it (a record is never dropped)."""
         self.metrics.dead_letters.inc()
@@ -232,7 +238,7 @@ class PaymentsWorker:
         )
         headers = [
             ("error", f"{type(exc).__name__}: {exc}".encode()[:2000]),
-            ("error.kind", b"decode" if isinstance(exc, DecodeError) else b"processing"),
+            ("error.kind", b"decode"),
             ("source.topic", message.topic.encode()),
             ("source.partition", str(message.partition).encode()),
             ("source.offset", str(message.offset).encode()),
@@ -257,7 +263,7 @@ class PaymentsWorker:
         now = time.time()
         if not purge.resume and now - purge.last_pass_ended < PURGE_EVERY_SECONDS:
             return
-        cutoff = now - EMITTED_RETENTION_SECONDS
+        cutoff = now - handlers.EMITTED_RETENTION_SECONDS
         stale: list[bytes] = []
         items = partition_items(self.tables.emitted, partition, purge.resume, None)
         for seen, (key, value) in enumerate(items, start=1):
@@ -328,8 +334,15 @@ class PaymentsWorker:
             )
             if report.sweep is not None:
                 self.metrics.stripe_calls.labels("sweep").inc(report.sweep.stripe_calls)
-                self.metrics.foreign_intents.inc(report.sweep.foreign)
-            for result in ("resolved", "created", "expired", "errors", "deferred"):
+            self.metrics.foreign_intents.inc(report.foreign)
+            for result in (
+                "resolved",
+                "created",
+                "expired",
+                "expired_unknown_intent",
+                "errors",
+                "deferred",
+            ):
                 self.metrics.cycle_figures.labels(result).inc(getattr(report, result))
             return report
 
@@ -359,30 +372,41 @@ class PaymentsWorker:
         logins = self.settings.operator_logins
         return operator_login(logins, request.headers.get("Authorization")) is not None
 
+    def waiting_retry(self) -> dict[str, Any]:
+        """The reconciliation checks that failed and wait for their next attempt (the
+        deployment's, as the database had them at the last cycle): how many, and the
+        ``WAITING_RETRY_SHOWN`` due soonest, each with its attempts, next time and last error."""
+        core = self._core
+        retries = list(core.reconciler.retries.items()) if core is not None else []
+        now = time.time()
+        soonest = sorted(retries, key=lambda item: item[1].next_at)[:WAITING_RETRY_SHOWN]
+        return {
+            "count": len(retries),
+            "payments": [
+                {
+                    "payment_id": str(pid),
+                    "attempts": r.attempts,
+                    "next_at": r.next_at,
+                    "next_in_seconds": round(r.next_at - now, 1),
+                    "reason": r.reason,
+                }
+                for pid, r in soonest
+            ],
+        }
+
     def stats(self) -> dict[str, Any]:
         by_status = self.open.by_status()
         for status, count in by_status.items():
             self.metrics.open.labels(status).set(count)
         cycle = self.last_cycle
-        core = self._core
         return {
             "worker": self.app.conf.id,
             "url": str(self.app.conf.canonical_url),
             "partitions": {"active": self.owned_partitions(), "standby": self.standby_partitions()},
             "open": {"count": sum(by_status.values()), "by_status": by_status},
             "last_cycle": None if cycle is None else cycle.summary(),
-            "blocked": self.emitter.state(),
-            "waiting_retry": [
-                {
-                    "payment_id": str(pid),
-                    "attempts": r.attempts,
-                    "next_at": r.next_at,
-                    "reason": r.reason,
-                }
-                for pid, r in list(core.reconciler.retries.items())[:20]
-            ]
-            if core is not None
-            else [],
+            "blocked": self.blocks.state(),
+            "waiting_retry": self.waiting_retry(),
         }
 
     def _register_views(self) -> None:
@@ -398,10 +422,18 @@ class PaymentsWorker:
         @self.app.page("/healthz")
         class HealthView(View):
             async def get(self, request: Request) -> Response:
-                blocked = worker.emitter.state()
+                blocked = worker.blocks.state()
                 if blocked is None:
                     return self.json({"status": "ok"})
-                return self.json({"status": "blocked", "since": blocked["since"]}, status=503)
+                return self.json(
+                    {
+                        "status": "blocked",
+                        "since": blocked["since"],
+                        "partition": blocked["partition"],
+                        "waiting_for": blocked["waiting_for"],
+                    },
+                    status=503,
+                )
 
         @self.app.page("/pending/")
         class PendingView(View):

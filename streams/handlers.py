@@ -121,6 +121,10 @@ class Emitted:
 
 # Before the first event a payment is pending at version 0: its creation is not an event.
 NOTHING_EMITTED = Emitted(0, Status.PENDING)
+# How long a `last emitted` entry is kept after its payment became final (the worker combs
+# older ones out). A record of a payment final for longer than that, with no entry, was
+# announced and forgotten: a re-snapshot or replay of it emits nothing.
+EMITTED_RETENTION_SECONDS = 30 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +171,16 @@ def status_event(after: PaymentRow, previous: Status, occurred_at: datetime) -> 
     )
 
 
-def decide(change: PaymentChange, last: Emitted | None) -> Decision:
-    """The table update and the event for one change.
+def decide(change: PaymentChange, last: Emitted | None, *, now: float) -> Decision:
+    """The table update and the event for one change (``now``: epoch seconds).
 
     A payment is in the open table exactly while its latest row is not final, under the key of
     that row. An event is emitted when the row's version is newer than the last event's and its
     status differs from the last event's status: a real change (update or snapshot) emits once;
     a replay of an older version, or a change that does not touch the status, emits nothing.
+    With no `last emitted` entry, a row final for longer than the entries are kept
+    (``EMITTED_RETENTION_SECONDS``, by its ``updated_at``) emits nothing: its entry was dropped
+    after it was announced.
     """
     row = change.after or change.before
     assert row is not None
@@ -182,6 +189,8 @@ def decide(change: PaymentChange, last: Emitted | None) -> Decision:
     if change.op is Op.DELETE or change.after is None:
         return Decision(stale_keys=stale)
     after = change.after
+    if last is None and forgotten(after, now):
+        return Decision(stale_keys=stale, entry=entry)
     last = last or NOTHING_EMITTED
     emit = None
     if after.version > last.version and after.status is not last.status:
@@ -195,6 +204,11 @@ def decide(change: PaymentChange, last: Emitted | None) -> Decision:
         )
         emit = status_event(after, previous, after.updated_at)
     return Decision(stale_keys=stale, entry=entry, emit=emit)
+
+
+def forgotten(row: PaymentRow, now: float) -> bool:
+    """Whether the row has been final for longer than `last emitted` entries are kept."""
+    return row.status.is_final and row.updated_at.timestamp() < now - EMITTED_RETENTION_SECONDS
 
 
 def emitted_after(event: StatusUpdate, now: float) -> Emitted:

@@ -47,9 +47,14 @@ class WorkerMetrics:
             "status event sends that failed and were retried (the partition waited)",
             registry=r,
         )
+        self.apply_retries = Counter(
+            "payments_change_apply_retries_total",
+            "change records whose table writes failed and were retried (the partition waited)",
+            registry=r,
+        )
         self.blocked = Gauge(
             "payments_status_emit_blocked_partitions",
-            "partitions waiting for a status event to be acknowledged",
+            "partitions waiting for a status event to be acknowledged or a change to be applied",
             registry=r,
         )
         self.blocked_since = Gauge(
@@ -88,7 +93,8 @@ class WorkerMetrics:
         )
         self.foreign_intents = Counter(
             "payments_foreign_intents_refused_total",
-            "Stripe events about an intent that is not the payment's own, refused",
+            "Stripe intents that are not the payment's own, refused by reconciliation "
+            "(swept events, listed and retrieved intents, expiries)",
             registry=r,
         )
         self.cycle_seconds = Histogram(

@@ -20,8 +20,14 @@ from typing import Any
 from uuid import UUID
 
 from api.emitted import EmittedEvents
-from payments.adapters.stripe_gateway import creation_key
-from payments.domain.errors import Conflict, NotFound, ProviderDeclined, RetryableError
+from payments.adapters.stripe_gateway import cancel_key, creation_key
+from payments.domain.errors import (
+    Conflict,
+    NotFound,
+    ProviderDeclined,
+    ProviderObjectMissing,
+    RetryableError,
+)
 from payments.domain.events import StatusUpdate
 from payments.domain.intents import STATUS_EVENT_TYPES
 from payments.domain.payment import DEFAULT_TENANT, IntentMatch, Payment
@@ -241,7 +247,7 @@ class FakePaymentRepository:
             if intent is not None:
                 changes["provider_status"] = intent.status
                 changes["provider_payment_id"] = payment.provider_payment_id or intent.id
-            if change.to is Status.FAILED:
+            if change.to in (Status.FAILED, Status.EXPIRED):
                 changes["failure_code"] = change.failure_code or payment.failure_code
                 changes["failure_message"] = change.failure_message or payment.failure_message
             updated = self._bump(payment, **changes)
@@ -409,6 +415,10 @@ class FakeStripeGateway:
         self._lock = threading.Lock()
         self.intents: dict[str, FakeIntent] = {}
         self.by_key: dict[str, str] = {}
+        # Cancel keys as sent, and Stripe's first answer to each (a refusal included: Stripe
+        # replays it to every request with the same key for 24 hours).
+        self.cancel_keys: list[str] = []
+        self.cancel_answers: dict[str, Intent | ProviderDeclined] = {}
         self.events: list[ProviderEvent] = []
         self.calls = 0
         self.fail_with: Exception | None = None
@@ -462,7 +472,7 @@ class FakeStripeGateway:
     def _get(self, intent_id: str) -> FakeIntent:
         intent = self.intents.get(intent_id)
         if intent is None:
-            raise ProviderDeclined(
+            raise ProviderObjectMissing(
                 f"no such PaymentIntent: {intent_id!r}", code="resource_missing", field="intent"
             )
         return intent
@@ -472,20 +482,46 @@ class FakeStripeGateway:
         with self._lock:
             return self._get(intent_id).freeze()
 
-    def cancel_intent(self, intent_id: str, *, reason: str) -> Intent:
+    def cancel_intent(
+        self, intent_id: str, *, payment_id: UUID, reason: str, decision: int
+    ) -> Intent:
         self._call()
+        key = cancel_key(payment_id, reason, decision)
+        with self._lock:
+            self.cancel_keys.append(key)
+            seen = self.cancel_answers.get(key) if self.honour_idempotency else None
+            if isinstance(seen, ProviderDeclined):
+                raise seen
+            if seen is not None:
+                return seen
+            try:
+                answer = self._cancel(intent_id, reason)
+            except ProviderDeclined as refused:
+                self.cancel_answers[key] = refused
+                raise
+            self.cancel_answers[key] = answer
+            return answer
+
+    def _cancel(self, intent_id: str, reason: str) -> Intent:
+        intent = self._get(intent_id)
+        if intent.status in ("succeeded", "canceled", "processing"):
+            raise ProviderDeclined(
+                f"You cannot cancel this PaymentIntent because it has a status of {intent.status}.",
+                code="payment_intent_unexpected_state",
+            )
+        intent.status = "canceled"
+        intent.cancellation_reason = reason
+        self._emit("payment_intent.canceled", intent)
+        return intent.freeze()
+
+    def cancel_elsewhere(self, intent_id: str, reason: str | None) -> None:
+        """Stripe cancels the intent on someone else's request (the dashboard, another
+        integration), with ``reason`` or none."""
         with self._lock:
             intent = self._get(intent_id)
-            if intent.status in ("succeeded", "canceled", "processing"):
-                raise ProviderDeclined(
-                    f"You cannot cancel this PaymentIntent because it has a status of "
-                    f"{intent.status}.",
-                    code="payment_intent_unexpected_state",
-                )
             intent.status = "canceled"
             intent.cancellation_reason = reason
             self._emit("payment_intent.canceled", intent)
-            return intent.freeze()
 
     def confirm_intent(
         self, intent_id: str, payment_method: str, *, idempotency_key: str

@@ -144,7 +144,8 @@ class CdcTail:
     def collect(
         self, wanted: Iterable[tuple[str, str]], timeout: float = 60
     ) -> dict[tuple[str, str], dict[str, Any]]:
-        """Wait for (payment id, op) pairs; return their envelopes (what arrived, at timeout)."""
+        """Wait for (payment id, op) pairs; return their envelopes (what arrived, at timeout),
+        each with the ``_partition`` and ``_offset`` it was read at."""
         missing = set(wanted)
         seen: dict[tuple[str, str], dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
@@ -157,6 +158,7 @@ class CdcTail:
                     row = envelope.get("after") or envelope.get("before") or {}
                     key = (str(row.get("id")), str(envelope.get("op")))
                     envelope["_partition"] = record.partition
+                    envelope["_offset"] = record.offset
                     seen.setdefault(key, envelope)
                     missing.discard(key)
         return seen

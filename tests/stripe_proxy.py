@@ -1,5 +1,5 @@
 """A recording proxy in front of the Stripe stand-in: it forwards every request, remembers what
-it saw (time, method, path, headers), and can answer the next requests itself (429 with
+it saw (time, method, path, headers, body), and can answer the next requests itself (429 with
 ``Retry-After``, 503, a 402 decline...) as Stripe would."""
 
 from __future__ import annotations
@@ -17,11 +17,24 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 @dataclass(frozen=True)
 class Seen:
-    at: float
+    at: float  # when the request arrived (epoch seconds), as Stripe counts it
     method: str
     path: str
     headers: dict[str, str]
     status: int
+    body: bytes = b""
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """The most of ``times`` (epoch seconds) inside any window ``[t, t + 1)``: every sliding
+    one-second window, not only the ones that start on a whole second."""
+    ordered = sorted(times)
+    most, first = 0, 0
+    for last, at in enumerate(ordered):
+        while ordered[first] <= at - 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 @dataclass
@@ -53,6 +66,7 @@ class RecordingProxy:
                 self.wfile.write(body)
 
             def _forward(self) -> None:
+                arrived = time.time()  # when Stripe would count it
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 with proxy.lock:
@@ -78,7 +92,9 @@ class RecordingProxy:
                 # Recorded before the caller has its answer: a test that asserts on what was
                 # sent right after the call returns must find it here.
                 with proxy.lock:
-                    proxy.seen.append(Seen(time.time(), self.command, self.path, headers, status))
+                    proxy.seen.append(
+                        Seen(arrived, self.command, self.path, headers, status, body or b"")
+                    )
                 self._answer(status, answer, content)
 
             do_GET = do_POST = do_DELETE = _forward

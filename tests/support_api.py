@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import uuid4
 
 import requests
 from flask import Flask
@@ -127,6 +128,21 @@ def intent_event(
         "data": {"object": obj},
     }
     return json.dumps(body).encode()
+
+
+def declined_event(intent_id: str, payment_id: str, amount: int, currency: str = "usd") -> bytes:
+    """A `payment_intent.payment_failed` for the intent (a declined card), as Stripe sends it:
+    the stand-in cannot decline an intent and let it be paid again afterwards, Stripe can."""
+    return intent_event(
+        f"evt_{uuid4().hex}",
+        "payment_intent.payment_failed",
+        intent_id=intent_id,
+        payment_id=payment_id,
+        status="requires_payment_method",
+        amount=amount,
+        currency=currency,
+        error={"code": "card_declined", "message": "Your card was declined."},
+    )
 
 
 class LocalStripe:

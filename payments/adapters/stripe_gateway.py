@@ -4,12 +4,13 @@ Every HTTP attempt takes a token from the deployment's rate budget, has a timeou
 by error kind: connection errors, 409 (a concurrent request with the same idempotency key), 429
 and 5xx with exponential backoff and jitter, honouring ``Stripe-Should-Retry`` and
 ``Retry-After``; a decline or an invalid request never. Every write carries an idempotency key
-derived from our own ids (``pi-create-<payment id>``), never a client's key: Stripe's keys are
-account-wide.
+derived from our own ids (``pi-create-<payment id>``, ``pi-cancel-<payment id>-<reason>-<n>``),
+never a client's key: Stripe's keys are account-wide.
 
 Stripe errors are translated here, once, into ``payments.domain.errors``:
 rate limit, connection, 5xx, auth -> ``RetryableError`` (the payment stays as it is; retry later);
-card or invalid request -> ``ProviderDeclined`` (the caller must change something);
+card or invalid request -> ``ProviderDeclined`` (the caller must change something), a 404
+-> ``ProviderObjectMissing`` (the object does not exist: a definite answer);
 an idempotency key reused with other parameters -> ``IdempotencyKeyConflict``.
 """
 
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
+from uuid import UUID
 
 import stripe
 
@@ -29,6 +31,7 @@ from payments.domain.errors import (
     InvalidRequest,
     PaymentsError,
     ProviderDeclined,
+    ProviderObjectMissing,
     RetryableError,
 )
 from payments.domain.intents import STATUS_EVENT_TYPES
@@ -69,6 +72,10 @@ def translate_error(exc: stripe.StripeError, action: str) -> PaymentsError:
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
         return RetryableError(
             f"{action}: Stripe refused the API key ({status}); check STRIPE_SECRET_KEY: {detail}"
+        )
+    if isinstance(exc, stripe.InvalidRequestError) and status == 404:
+        return ProviderObjectMissing(
+            f"{action}: Stripe has no such object: {detail}", code=exc.code, field=exc.param
         )
     if isinstance(exc, stripe.InvalidRequestError) and status is not None and status < 500:
         return ProviderDeclined(
@@ -267,10 +274,14 @@ class StripeGateway:
             lambda: self.client.v1.payment_intents.retrieve(intent_id),
         )
 
-    def cancel_intent(self, intent_id: str, *, reason: str) -> Intent:
+    def cancel_intent(
+        self, intent_id: str, *, payment_id: UUID, reason: str, decision: int
+    ) -> Intent:
         """Cancel with Stripe's ``cancellation_reason`` (``abandoned`` for our expiry). The
-        local stand-in takes no reason (and keeps none): it is then canceled without one."""
-        options: Any = {"idempotency_key": f"pi-cancel-{intent_id}"}
+        local stand-in takes no reason (and keeps none): it is then canceled without one.
+        Idempotent per decision to cancel (``cancel_key``): the retries of this call send the
+        same key; a later decision, or another reason, sends another."""
+        options: Any = {"idempotency_key": cancel_key(payment_id, reason, decision)}
 
         def cancel() -> Any:
             if self._cancel_reasons is not False:
@@ -344,50 +355,72 @@ class StripeGateway:
         return self._typed_events
 
     def event_pages(self, cursor: str | None, *, since: int) -> Iterator[EventPage]:
-        """Status events after the cursor (or created after ``since`` without one), oldest
-        first, page by page. The cursor is the last event id per stream plus the newest
-        ``created`` seen; each sweep first re-reads ``CURSOR_OVERLAP_SECONDS`` before it."""
+        """Status events after the cursor (or created after ``since`` without one), page by
+        page, each with the cursor to store once it is applied: a failure midway keeps the
+        pages done. The cursor is the last event id per stream plus the newest ``created``
+        seen; each sweep first re-reads ``CURSOR_OVERLAP_SECONDS`` before it. Oldest first,
+        but for the first read of a window on real Stripe (``_backfill_pages``)."""
         state = _SweepCursor.parse(cursor)
+        typed = self._typed()
         streams = (
-            {"all": list(STATUS_EVENT_TYPES)}
-            if self._typed()
-            else {t: [t] for t in STATUS_EVENT_TYPES}
+            {"all": list(STATUS_EVENT_TYPES)} if typed else {t: [t] for t in STATUS_EVENT_TYPES}
         )
         if state.newest:
             overlap = [e for e in self.recent_events(since=state.newest - CURSOR_OVERLAP_SECONDS)]
             if overlap:
                 yield EventPage(overlap, state.dump())
         for stream, types in streams.items():
+            if typed and (stream in state.backfill or stream not in state.after):
+                for events in self._backfill_pages(types, stream, state, since):
+                    yield EventPage(events, state.dump())
+                if stream not in state.after:
+                    continue  # nothing in the window yet
             for events in self._stream_pages(types, state.after.get(stream), since):
                 state.after[stream] = events[-1].id
                 state.newest = max(state.newest, max(e.created for e in events))
                 yield EventPage(events, state.dump())
+
+    def _backfill_pages(
+        self, types: list[str], stream: str, state: _SweepCursor, since: int
+    ) -> Iterator[list[ProviderEvent]]:
+        """The first read of a stream on real Stripe, which lists newest first and has no
+        anchor to walk from yet: the window (created after ``since``) newest first, page by
+        page, each page handed out oldest first. ``state`` is updated before each page: its
+        newest event becomes the anchor of later sweeps (``ending_before``), and the backfill
+        keeps where it is (``starting_after``) until the window is read to its end, so a
+        sweep stopped midway resumes it. Order across pages does not matter for what the
+        events mean: a status write is guarded, and a final status never moves."""
+        job = state.backfill.get(stream) or {"since": since}
+        params: dict[str, Any] = {"limit": PAGE_SIZE, "created": {"gt": int(job["since"])}}
+        params.update({"types": types} if len(types) > 1 else {"type": types[0]})
+        if "before" in job:
+            params["starting_after"] = job["before"]
+        action = f"listing {', '.join(types)} events (first read, newest first)"
+        while True:
+            page = self._list_events(params, action)
+            events = [ProviderEvent.from_dict(o.to_dict()) for o in page.data]
+            if events:
+                state.after.setdefault(stream, events[0].id)
+                state.newest = max(state.newest, max(e.created for e in events))
+            if page.has_more and events:
+                state.backfill[stream] = {"since": int(job["since"]), "before": events[-1].id}
+            else:
+                state.backfill.pop(stream, None)
+            yield events[::-1]
+            if not page.has_more or not events:
+                return
+            params = {**params, "starting_after": events[-1].id}
 
     def _stream_pages(
         self, types: list[str], after: str | None, since: int
     ) -> Iterator[list[ProviderEvent]]:
         """Pages oldest first, in the list's own order (``created`` has one-second resolution:
         never re-sort by it). Real Stripe lists newest first: walk towards newer events with
-        ``ending_before`` and reverse each page; the stand-in lists oldest first (insertion
-        order): walk with ``starting_after``."""
+        ``ending_before`` from the anchor and reverse each page; the stand-in lists oldest
+        first (insertion order): walk with ``starting_after``."""
         action = f"listing {', '.join(types)} events"
         base: dict[str, Any] = {"limit": PAGE_SIZE}
         base.update({"types": types} if len(types) > 1 else {"type": types[0]})
-        if self._typed_events and after is None:
-            # First sweep: no anchor yet. Read the window newest first, then hand it out oldest
-            # first (bounded by the first window, RECONCILE_STALE_AFTER_SECONDS).
-            window: list[ProviderEvent] = []
-            params = {**base, "created": {"gt": since}}
-            while True:
-                page = self._list_events(params, action)
-                window.extend(ProviderEvent.from_dict(o.to_dict()) for o in page.data)
-                if not page.has_more or not page.data:
-                    break
-                params = {**params, "starting_after": page.data[-1].id}
-            window.reverse()  # Stripe's own order, oldest first
-            for start in range(0, len(window), PAGE_SIZE):
-                yield window[start : start + PAGE_SIZE]
-            return
         key = "ending_before" if self._typed_events else "starting_after"
         params = dict(base)
         if after is not None:
@@ -459,30 +492,51 @@ class StripeGateway:
 
 
 class _SweepCursor:
-    """The sweep's durable position: the last event id per stream and the newest ``created``."""
+    """The sweep's durable position: the last event id per stream, the newest ``created``, and
+    a first read of a window not finished yet (stream -> the window's ``since`` and the oldest
+    event read so far, ``before``)."""
 
-    def __init__(self, after: dict[str, str], newest: int) -> None:
+    def __init__(
+        self, after: dict[str, str], newest: int, backfill: dict[str, dict[str, Any]]
+    ) -> None:
         self.after = after
         self.newest = newest
+        self.backfill = backfill
 
     @classmethod
     def parse(cls, raw: str | None) -> _SweepCursor:
         if not raw:
-            return cls({}, 0)
+            return cls({}, 0, {})
         try:
             doc = json.loads(raw)
-            return cls({str(k): str(v) for k, v in doc["after"].items()}, int(doc["newest"]))
+            backfill = {
+                str(k): {"since": int(v["since"]), "before": str(v["before"])}
+                for k, v in (doc.get("backfill") or {}).items()
+            }
+            after = {str(k): str(v) for k, v in doc["after"].items()}
+            return cls(after, int(doc["newest"]), backfill)
         except (ValueError, KeyError, TypeError, AttributeError):
             # An old or foreign cursor: start again from the time window (re-applying is safe).
-            return cls({}, 0)
+            return cls({}, 0, {})
 
     def dump(self) -> str:
-        return json.dumps({"after": self.after, "newest": self.newest}, sort_keys=True)
+        doc: dict[str, Any] = {"after": self.after, "newest": self.newest}
+        if self.backfill:
+            doc["backfill"] = self.backfill
+        return json.dumps(doc, sort_keys=True)
 
 
 def creation_key(payment: Payment) -> str:
     """Stripe's idempotency key of a payment's intent creation: ours, never the client's."""
     return f"pi-create-{payment.id}"
+
+
+def cancel_key(payment_id: UUID, reason: str, decision: int) -> str:
+    """Stripe's idempotency key of a cancel: our payment id, the reason, and which decision to
+    cancel it is (the API's: the payment's version; the expiry's: its attempt number). Stripe
+    answers a key it has seen with its first answer, a refusal included, for 24 hours: the
+    customer's cancel and our expiry, or a retry after a refusal, must not share one."""
+    return f"pi-cancel-{payment_id}-{reason}-{decision}"
 
 
 def _error_kind(error: PaymentsError) -> str:

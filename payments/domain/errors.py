@@ -55,3 +55,8 @@ class StoreUnavailable(Exception):
     Not a ``PaymentsError`` on purpose: those are the core's refusals, which a caller handles
     per payment; an outage is what the reconciler counts to stop a cycle after a few in a row.
     """
+
+
+class ProviderObjectMissing(ProviderDeclined):
+    """The provider answered that the object does not exist (404): a definite answer, unlike
+    a timeout or a 5xx, which say nothing about it."""

@@ -36,11 +36,13 @@ def payment() -> Any:
 def test_create_retrieve_cancel_and_list_events_match_stripes_spec(
     gateway: StripeGateway,
 ) -> None:
-    intent = gateway.create_intent(payment())
+    p = payment()
+    intent = gateway.create_intent(p)
     assert intent.id.startswith("pi_")
     assert intent.client_secret
     assert gateway.retrieve_intent(intent.id).id.startswith("pi_")
-    assert gateway.cancel_intent(intent.id, reason="abandoned").id.startswith("pi_")
+    canceled = gateway.cancel_intent(intent.id, payment_id=p.id, reason="abandoned", decision=1)
+    assert canceled.id.startswith("pi_")
     pages = list(gateway.event_pages(None, since=1_700_000_000))
     events = [e for p in pages for e in p.events]
     # stripe-mock answers a list with its fixture event: an empty list would mean our request

@@ -248,7 +248,7 @@ def test_a_primary_that_does_not_answer_is_a_503_with_retry_after(s: Settings) -
 def test_readyz_reports_a_dead_replica(s: Settings) -> None:
     dead = s.model_copy(
         update={
-            "database_read_url": f"postgresql://payments:payments@127.0.0.1:"
+            "database_read_url": f"postgresql://payments@127.0.0.1:"
             f"{support_api.free_port()}/payments"
         }
     )

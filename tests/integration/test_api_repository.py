@@ -220,15 +220,32 @@ def test_failed_checks_are_kept_until_they_pass_or_are_long_forgotten(
 ) -> None:
     failing, passing, forgotten = (new_payment(repo) for _ in range(3))
     now = 1_800_000_000.0
-    repo.save_retry(failing, Retry(1, now + 60, "Stripe: no such PaymentIntent"))
-    repo.save_retry(failing, Retry(2, now + 120, "Stripe: no such PaymentIntent"))
+    unknown = "Stripe: no such PaymentIntent"
+    repo.save_retry(failing, Retry(1, now + 60, unknown, unknown_since=now, unknown_attempts=1))
+    repo.save_retry(failing, Retry(2, now + 120, unknown, unknown_since=now, unknown_attempts=2))
     repo.save_retry(passing, Retry(1, now + 60, "timeout"))
     repo.save_retry(forgotten, Retry(3, now - 90_000, "timeout"))
     repo.drop_retry(passing)
     kept = repo.load_retries(forget_before=now - 86_400)
-    assert kept.get(failing) == Retry(2, now + 120, "Stripe: no such PaymentIntent")
+    assert kept.get(failing) == Retry(2, now + 120, unknown, unknown_since=now, unknown_attempts=2)
     assert passing not in kept and forgotten not in kept
     assert forgotten not in repo.load_retries(forget_before=0.0), "forgotten for good"
+
+
+def test_an_expiry_keeps_the_reason_it_gives(repo: PostgresRepository) -> None:
+    payment_id = new_payment(repo)
+    result = repo.transition(
+        payment_id,
+        StatusChange(
+            Status.EXPIRED,
+            Source.EXPIRY,
+            failure_code="intent_unknown_to_stripe",
+            failure_message="Stripe has no PaymentIntent pi_gone",
+        ),
+    )
+    assert result.payment is not None and result.payment.status is Status.EXPIRED
+    assert result.payment.failure_code == "intent_unknown_to_stripe"
+    assert result.payment.failure_message == "Stripe has no PaymentIntent pi_gone"
 
 
 def test_reads_come_from_a_replica_and_fall_back_to_the_primary(

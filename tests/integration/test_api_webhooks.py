@@ -241,6 +241,22 @@ def test_requires_action_updates_stripe_status_only(
     assert trail(repo, payment["id"]) == []
 
 
+def foreign_refusals(client: FlaskClient, s: Settings) -> float:
+    """``stripe_webhooks_total{type="payment_intent.succeeded",outcome="foreign_intent"}`` as
+    the API's /metrics (operator login) shows it."""
+    login = support_api.operator_auth(s)
+    assert login is not None, "OPERATOR_CREDENTIALS is empty"
+    text = client.get("/metrics", auth=login).get_data(as_text=True)
+    labels = ('outcome="foreign_intent"', 'type="payment_intent.succeeded"')
+    values = [
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("stripe_webhooks_total{") and all(label in line for label in labels)
+    ]
+    assert len(values) <= 1, values
+    return values[0] if values else 0.0
+
+
 @pytest.mark.parametrize(
     ("intent", "amount", "currency"),
     [("other", 1000, "usd"), ("own", 999, "usd"), ("own", 1000, "eur")],
@@ -268,9 +284,11 @@ def test_an_event_about_an_intent_that_is_not_the_payments_own_is_refused_and_ke
         amount=amount,
         currency=currency,
     )
+    refusals_before = foreign_refusals(client, s)
     r = deliver(client, s, raw)
     assert r.status_code == 200, r.json
     assert r.json["outcome"] == "foreign_intent"
+    assert foreign_refusals(client, s) == refusals_before + 1, "counted in the API's metric"
     assert stored_status(repo, payment["id"]) == "pending"
     assert trail(repo, payment["id"]) == []
     with repo.pool.connection() as conn:

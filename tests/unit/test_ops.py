@@ -293,6 +293,18 @@ NEW_STATS = {
     "open": {"count": 7, "by_status": {"pending": 5, "failed": 2}},
     "last_cycle": {"resolved": 3, "expired": 0, "errors": 0, "stripe_calls": 4},
     "blocked": {"since": 1_700_000_000, "partition": 2, "reason": "producing timed out"},
+    "waiting_retry": {
+        "count": 41,
+        "payments": [
+            {
+                "payment_id": "p-7",
+                "attempts": 3,
+                "next_at": 1_700_000_240.0,
+                "next_in_seconds": 240.0,
+                "reason": "Stripe has no PaymentIntent pi_gone",
+            }
+        ],
+    },
 }
 OLD_STATS = {"worker": "payments-worker", "last_cycle": None, "pending": 3}
 OLD_PENDING = {
@@ -309,8 +321,13 @@ def test_worker_figures_read_both_shapes_of_stats() -> None:
     assert new["by_status"] == {"pending": 5, "failed": 2}
     assert new["reported"] == {"active": [0, 2, 4], "standby": [1, 3, 5]}
     assert new["blocked"]["partition"] == 2
+    assert new["waiting_retry"]["count"] == 41
+    assert [(r["payment_id"], r["attempts"]) for r in new["waiting_retry"]["payments"]] == [
+        ("p-7", 3)
+    ]
     old = worker_figures(OLD_STATS, OLD_PENDING)
     assert (old["open"], old["by_status"], old["blocked"]) == (3, None, None)
+    assert old["waiting_retry"] is None
     assert old["reported"] == {"active": [1, 3, 5], "standby": None}
     assert old["oldest"][0]["payment_id"] == "p-1"
 
@@ -553,7 +570,9 @@ def test_status_text_shows_every_worker_and_names_the_part_that_is_down() -> Non
         "(failed 2, pending 5); last cycle: 3 resolved, 0 expired, 0 errors, 4 Stripe calls"
     )
     assert lines[4] == ("    BLOCKED on partition 2 since 1700000000: producing timed out")
-    assert lines[5] == (
+    assert lines[5] == "    waiting for a retry: 41 payments (the 1 due soonest):"
+    assert lines[6] == ("      p-7 attempt 3, next in 240.0 s: Stripe has no PaymentIntent pi_gone")
+    assert lines[7] == (
         "  worker http://w2 [faust-0.15.3 on 127.0.0.1] active 1,3,5 standby 0,2,4: "
         "UNAVAILABLE - worker at http://w2 unreachable: refused"
     )

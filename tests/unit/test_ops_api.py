@@ -189,6 +189,11 @@ def test_ops_page_shows_the_numbers_a_row_per_worker_and_escapes_errors(
     assert 'class="num open-count" data-worker-url="http://w1">7<' in html
     assert 'data-status="failed">failed 2<' in html
     assert 'class="badge bad blocked">BLOCKED<' in html
+    # the checks waiting for a retry: how many, and each shown with its attempts and next time
+    assert html.count('<tr class="waiting-retry" ') == 1
+    assert 'data-worker-url="http://w1" data-count="41">' in html
+    assert '<tr class="retry" data-payment-id="p-7"><td class="mono">p-7</td>' in html
+    assert '<td class="num attempts">3</td><td class="num next-in">240.0 s</td>' in html
 
 
 def test_ops_page_escapes_what_the_parts_say() -> None:

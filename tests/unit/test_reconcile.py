@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from payments.domain.errors import RetryableError
+from payments.domain.errors import RetryableError, TransitionRefused
 from payments.domain.money import Money
 from payments.domain.payment import Payment
 from payments.domain.status import Source, Status
@@ -99,7 +99,7 @@ def test_the_sweep_resolves_what_changed_at_a_cost_independent_of_the_open_count
     paid, declined, canceled = payments[:3]
     world.stripe.succeed(world.intent_of(paid))
     world.stripe.decline(world.intent_of(declined))
-    world.stripe.cancel_intent(world.intent_of(canceled), reason="requested_by_customer")
+    world.stripe.cancel_elsewhere(world.intent_of(canceled), "requested_by_customer")
     world.stripe.calls = 0
 
     report = world.cycle()
@@ -388,11 +388,158 @@ def test_checks_wait_on_stripe_side_by_side() -> None:
     barrier = threading.Barrier(4, timeout=10)
     cancel = world.stripe.cancel_intent
 
-    def cancel_together(intent_id: str, *, reason: str):  # type: ignore[no-untyped-def]
+    def cancel_together(intent_id: str, **kwargs):  # type: ignore[no-untyped-def]
         barrier.wait()
-        return cancel(intent_id, reason=reason)
+        return cancel(intent_id, **kwargs)
 
     world.stripe.cancel_intent = cancel_together  # type: ignore[method-assign]
     report = world.cycle(lead_sweep=False)
     assert (report.expired, report.errors) == (8, 0)
     assert all(world.status(p) is Status.EXPIRED for p in payments)
+
+
+def test_each_expiry_attempt_is_a_new_cancel_at_stripe_not_a_replay_of_the_refusal() -> None:
+    """Stripe answers a cancel key it has seen with its first answer, a refusal included, for
+    24 hours. The first expiry is refused (the intent is processing); when the intent is back
+    waiting for the customer, the next attempt cancels it with a key of its own."""
+    world = World()  # honours idempotency keys as Stripe does
+    payment = world.payment(age=90_000)
+    intent_id = world.intent_of(payment)
+    world.stripe.intents[intent_id].status = "processing"
+    first = world.cycle(lead_sweep=False)
+    assert first.errors == 1 and world.status(payment) is Status.PENDING
+    world.stripe.intents[intent_id].status = "requires_payment_method"  # the charge failed
+    world.now += 61
+    world.cycle(lead_sweep=False)
+    assert world.status(payment) is Status.EXPIRED
+    assert world.stripe.cancel_keys == [
+        f"pi-cancel-{payment.id}-abandoned-1",
+        f"pi-cancel-{payment.id}-abandoned-2",
+    ]
+    intent = world.stripe.intents[intent_id]
+    assert (intent.status, intent.cancellation_reason) == ("canceled", "abandoned")
+
+
+def test_a_customers_refused_cancel_does_not_stand_in_for_the_expiry() -> None:
+    """The customer's cancel (reason requested_by_customer) was refused while the intent was
+    processing; the expiry's cancel is another request with another key, and goes through."""
+    world = World()
+    payment = world.payment(age=90_000)
+    intent_id = world.intent_of(payment)
+    world.stripe.intents[intent_id].status = "processing"
+    version = world.repo.get(payment.id).version  # type: ignore[union-attr]
+    with pytest.raises(TransitionRefused):
+        world.service.cancel(payment.id)
+    world.stripe.intents[intent_id].status = "requires_payment_method"
+    world.cycle(lead_sweep=False)
+    assert world.status(payment) is Status.EXPIRED
+    assert world.stripe.cancel_keys == [
+        f"pi-cancel-{payment.id}-requested_by_customer-{version}",
+        f"pi-cancel-{payment.id}-abandoned-1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        (None, Status.CANCELED),  # canceled from the dashboard: no reason
+        ("duplicate", Status.CANCELED),
+        ("requested_by_customer", Status.CANCELED),
+        ("abandoned", Status.EXPIRED),  # an earlier expiry of ours whose answer was lost
+    ],
+)
+def test_past_the_ttl_an_intent_canceled_elsewhere_is_recorded_by_its_reason(
+    reason: str | None, expected: Status
+) -> None:
+    """Only our expiry's cancel (reason `abandoned`) makes a payment `expired`; an intent
+    someone else canceled, with any other reason or none, makes it `canceled`."""
+    world = World()
+    payment = world.payment(age=90_000)
+    world.stripe.cancel_elsewhere(world.intent_of(payment), reason)
+    world.stripe.events.clear()  # its webhook and event were lost
+    world.cycle(lead_sweep=False)
+    assert world.status(payment) is expected
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [(None, Status.CANCELED), ("abandoned", Status.EXPIRED), ("fraudulent", Status.CANCELED)],
+)
+def test_a_swept_cancel_is_recorded_by_its_reason(reason: str | None, expected: Status) -> None:
+    world = World()
+    payment = world.payment()
+    world.stripe.cancel_elsewhere(world.intent_of(payment), reason)
+    world.cycle()
+    assert world.status(payment) is expected
+
+
+def expiry_attempts(world: World, payment: Payment, attempts: int) -> list[Status]:
+    """The payment's status after each of ``attempts`` expiry checks, each run when its retry
+    is due."""
+    statuses = []
+    for _ in range(attempts):
+        retry = world.reconciler.retries.get(payment.id)
+        if retry is not None:
+            world.now = max(world.now, retry.next_at)
+        world.cycle(lead_sweep=False)
+        statuses.append(world.status(payment))
+    return statuses
+
+
+UNKNOWN = dataclasses.replace(POLICY, ttl_seconds=1_000, retry_after_seconds=100)
+
+
+def test_a_payment_whose_intent_stripe_does_not_know_expires_once_that_answer_held() -> None:
+    """Past the TTL, Stripe answers 404 for the intent, every time. Waits of 100, 200, 400,
+    800 s, then the cap (the TTL, 1,000 s): the sixth attempt is the first after a capped
+    wait, 2,500 s (more than one TTL) into six answers in a row, and expires it, saying why."""
+    world = World(UNKNOWN)
+    payment = world.payment(age=1_100)
+    del world.stripe.intents[world.intent_of(payment)]
+    pending, expired = Status.PENDING, Status.EXPIRED
+    assert expiry_attempts(world, payment, 6) == [pending] * 5 + [expired]
+    stored = world.repo.get(payment.id)
+    assert stored is not None and stored.failure_code == "intent_unknown_to_stripe"
+    assert world.reconciler.retries.get(payment.id) is None
+
+
+def test_a_timeout_or_a_5xx_is_never_taken_for_an_unknown_intent() -> None:
+    """Five 404s, then a 503 (no answer about the intent): the run of 404s starts again, and
+    the payment expires only after three more, spanning a TTL, at the ninth attempt."""
+    world = World(UNKNOWN)
+    payment = world.payment(age=1_100)
+    del world.stripe.intents[world.intent_of(payment)]
+    assert expiry_attempts(world, payment, 5) == [Status.PENDING] * 5
+    world.stripe.fail_next = 1  # the next cancel: 503
+    assert expiry_attempts(world, payment, 1) == [Status.PENDING]
+    assert expiry_attempts(world, payment, 3) == [Status.PENDING] * 2 + [Status.EXPIRED]
+
+
+def test_a_payment_stripe_never_answers_for_is_never_expired_on_that_silence() -> None:
+    world = World(UNKNOWN)
+    payment = world.payment(age=1_100)
+    world.stripe.fail_with = RetryableError("Stripe: 503")
+    assert expiry_attempts(world, payment, 12) == [Status.PENDING] * 12
+
+
+def test_foreign_intents_are_counted_on_every_path() -> None:
+    """Refused as not the payment's own, and counted in the cycle's report: a swept event
+    about another intent naming the payment, a retrieved intent whose amount was changed at
+    Stripe, and an expiry whose intent was changed the same way."""
+    world = World()
+    world.stripe.lists_intents_by_created = False  # stale payments are retrieved one by one
+    swept = world.payment()
+    stranger = world.stripe.create_intent(dataclasses.replace(swept, id=uuid.uuid4()))
+    world.stripe.intents[stranger.id].metadata["payment_id"] = str(swept.id)
+    world.stripe.succeed(stranger.id)
+    retrieved = world.payment(age=3_900)  # passed the stale age within the last interval
+    world.stripe.intents[world.intent_of(retrieved)].amount = 1
+    world.stripe.succeed(world.intent_of(retrieved))
+    world.stripe.events = [e for e in world.stripe.events if e.intent.id == stranger.id]  # type: ignore[union-attr]
+    expiring = world.payment(age=90_000)
+    world.stripe.intents[world.intent_of(expiring)].amount = 5
+    report = world.cycle()
+    assert report.sweep is not None and report.sweep.foreign == 1
+    assert (report.retrieved, report.foreign) == (1, 3)
+    assert [world.status(p) for p in (swept, retrieved, expiring)] == [Status.PENDING] * 3
+    assert world.reconciler.retries[expiring.id].attempts == 1, "the expiry is tried again"

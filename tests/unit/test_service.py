@@ -396,3 +396,26 @@ def test_amounts_stripe_takes_are_stored_as_given(
         CreatePayment(f"k-{currency}", Money(amount, currency))
     ).payment
     assert (payment.money.amount_minor, str(payment.money)) == (amount, shown)
+
+
+def test_a_cancel_whose_key_stripe_holds_records_what_the_intent_says(
+    repo: FakePaymentRepository,
+) -> None:
+    """Stripe answers an IdempotencyError (another request with this cancel's key is still in
+    flight, and has just canceled the intent): the payment is not left pending, it is canceled
+    as the intent says."""
+    from payments.domain.errors import IdempotencyKeyConflict
+
+    stripe = FakeStripeGateway()
+    service = PaymentService(repo, stripe)
+    payment = service.create_payment(request()).payment
+    assert payment.provider_payment_id is not None
+    stripe.cancel_elsewhere(payment.provider_payment_id, "requested_by_customer")
+
+    def key_in_use(intent_id: str, **kwargs: object) -> None:
+        raise IdempotencyKeyConflict(f"canceling PaymentIntent {intent_id}: key in use")
+
+    stripe.cancel_intent = key_in_use  # type: ignore[method-assign, assignment]
+    canceled = service.cancel(payment.id)
+    assert canceled.status is Status.CANCELED
+    assert repo.get(payment.id).status is Status.CANCELED  # type: ignore[union-attr]

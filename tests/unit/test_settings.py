@@ -7,14 +7,15 @@ from payments.settings import Settings
 
 def test_the_repr_of_the_settings_holds_no_secret() -> None:
     secrets = {
-        "database_url": "postgresql://payments:pw-db-1@127.0.0.1:5432/payments",
-        "database_read_url": "postgresql://payments:pw-db-2@127.0.0.1:5433/payments",
-        "stripe_secret_key": "sk_test_secret-3",
-        "stripe_webhook_secret": "whsec_secret-4",
+        "database_url": "postgresql://payments:pw-placeholder-1@127.0.0.1:5432/payments",
+        "database_read_url": "postgresql://payments:pw-placeholder-2@127.0.0.1:5433/payments",
+        "stripe_secret_key": "sk_test_placeholder3",
+        "stripe_webhook_secret": "whsec_placeholder4",
         "api_keys": "acme:key-5",
         "operator_credentials": "ops:pw-6",
         "checkout_token_secret": "token-7",
     }
     shown = repr(Settings(**secrets)) + str(Settings(**secrets))
-    for value in ("pw-db-1", "pw-db-2", "secret-3", "secret-4", "key-5", "pw-6", "token-7"):
+    secret_parts = ("placeholder-1", "placeholder-2", "placeholder3", "placeholder4")
+    for value in (*secret_parts, "key-5", "pw-6", "token-7"):
         assert value not in shown

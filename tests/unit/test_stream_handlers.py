@@ -8,14 +8,24 @@ from datetime import UTC, datetime
 
 from cdc.envelope import Op, PaymentChange, PaymentRow
 from payments.domain.status import Status
-from streams.handlers import Emitted, decide, entry_key
+from streams.handlers import Decision, Emitted, entry_key
+from streams.handlers import decide as decide_at
 
 PID = uuid.uuid4()
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 23, 8, 5, tzinfo=UTC)
+# The worker's clock: a minute after the last change of the rows below.
+NOW = T1.timestamp() + 60
+DAY = 86_400.0
 
 
-def row(status: Status, version: int, intent: str | None = None) -> PaymentRow:
+def decide(change: PaymentChange, last: Emitted | None) -> Decision:
+    return decide_at(change, last, now=NOW)
+
+
+def row(
+    status: Status, version: int, intent: str | None = None, updated_at: datetime = T1
+) -> PaymentRow:
     return PaymentRow(
         id=PID,
         status=status,
@@ -26,7 +36,7 @@ def row(status: Status, version: int, intent: str | None = None) -> PaymentRow:
         provider_payment_id=intent,
         provider_status=None,
         created_at=T0,
-        updated_at=T1,
+        updated_at=updated_at,
         status_source="webhook",
         tenant_id="acme",
     )
@@ -115,15 +125,69 @@ def test_a_change_that_keeps_the_status_is_not_an_event() -> None:
 
 def test_a_snapshot_announces_a_change_made_while_the_stream_was_broken() -> None:
     """After a slot loss the connector re-snapshots: a payment that became final meanwhile was
-    never announced, and is now, once."""
+    never announced, and is now, once; `previous_status` is what consumers last heard."""
     snapshot = change(Op.READ, None, row(Status.SUCCEEDED, 4, "pi_9"))
+    after_failed = decide(snapshot, Emitted(2, Status.FAILED))
+    assert after_failed.emit is not None
+    assert after_failed.emit.event_id == f"{PID}:4"
+    assert (after_failed.emit.previous_status, after_failed.emit.status) == (
+        Status.FAILED,
+        Status.SUCCEEDED,
+    )
+    again = decide(snapshot, Emitted(4, Status.SUCCEEDED))
+    assert again.emit is None
+
+
+def test_a_snapshot_of_a_payment_never_announced_emits_it_from_pending() -> None:
+    """Final a day ago, no entry: the stream broke before its change was announced."""
+    yesterday = datetime.fromtimestamp(NOW - 1 * DAY, UTC)
+    snapshot = change(Op.READ, None, row(Status.SUCCEEDED, 4, "pi_9", updated_at=yesterday))
     decision = decide(snapshot, None)
     assert decision.emit is not None and decision.emit.event_id == f"{PID}:4"
     assert decision.emit.previous_status is Status.PENDING
-    again = decide(snapshot, Emitted(4, Status.SUCCEEDED))
-    assert again.emit is None
-    after_failed = decide(snapshot, Emitted(2, Status.FAILED))
-    assert after_failed.emit is not None and after_failed.emit.previous_status is Status.FAILED
+
+
+def test_a_snapshot_of_a_payment_final_for_longer_than_the_retention_emits_nothing() -> None:
+    """Its `last emitted` entry was dropped 30 days after it became final: it was announced
+    then, and a re-snapshot must not announce it again with a made-up previous status."""
+    long_ago = datetime.fromtimestamp(NOW - 31 * DAY, UTC)
+    for status in (Status.SUCCEEDED, Status.CANCELED, Status.EXPIRED):
+        snapshot = change(Op.READ, None, row(status, 3, "pi_9", updated_at=long_ago))
+        decision = decide(snapshot, None)
+        assert decision.emit is None, status
+        assert decision.entry is None, "a final payment is not open"
+        assert set(decision.stale_keys) == {NO_INTENT_KEY, INTENT_KEY}
+
+
+def test_a_replayed_update_of_a_payment_final_for_longer_than_the_retention_emits_nothing() -> None:
+    long_ago = datetime.fromtimestamp(NOW - 45 * DAY, UTC)
+    replay = change(
+        Op.UPDATE, row(Status.PENDING, 2, "pi_9"), row(Status.SUCCEEDED, 3, "pi_9", long_ago)
+    )
+    assert decide(replay, None).emit is None
+
+
+def test_a_snapshot_inside_the_retention_with_no_entry_still_emits_once() -> None:
+    """29 days final and no entry: never purged, so never announced."""
+    recent = datetime.fromtimestamp(NOW - 29 * DAY, UTC)
+    snapshot = change(Op.READ, None, row(Status.CANCELED, 3, "pi_9", updated_at=recent))
+    decision = decide(snapshot, None)
+    assert decision.emit is not None
+    assert (decision.emit.previous_status, decision.emit.status, decision.emit.version) == (
+        Status.PENDING,
+        Status.CANCELED,
+        3,
+    )
+
+
+def test_a_failed_payment_is_never_forgotten_however_old() -> None:
+    """`failed` is not final (its entry is never dropped): a snapshot of one never announced
+    is announced, whatever its age."""
+    long_ago = datetime.fromtimestamp(NOW - 60 * DAY, UTC)
+    snapshot = change(Op.READ, None, row(Status.FAILED, 3, "pi_9", updated_at=long_ago))
+    decision = decide(snapshot, None)
+    assert decision.emit is not None and decision.emit.status is Status.FAILED
+    assert decision.entry is not None and decision.entry.status is Status.FAILED
 
 
 def test_a_snapshot_of_an_unchanged_payment_emits_nothing() -> None:

@@ -76,10 +76,10 @@ TRANSITION = f"""
            SET status = %(to)s::payment_status,
                provider_payment_id = COALESCE(p.provider_payment_id, %(intent_id)s),
                provider_status = COALESCE(%(provider_status)s, p.provider_status),
-               failure_code = CASE WHEN %(to)s::payment_status = 'failed'
+               failure_code = CASE WHEN %(to)s::payment_status IN ('failed', 'expired')
                                    THEN COALESCE(%(failure_code)s, p.failure_code)
                                    ELSE p.failure_code END,
-               failure_message = CASE WHEN %(to)s::payment_status = 'failed'
+               failure_message = CASE WHEN %(to)s::payment_status IN ('failed', 'expired')
                                       THEN COALESCE(%(failure_message)s, p.failure_message)
                                       ELSE p.failure_message END,
                status_source = %(source)s::event_source,

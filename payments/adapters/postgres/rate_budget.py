@@ -1,12 +1,14 @@
-"""One Stripe rate budget for the whole deployment: a token bucket in a PostgreSQL row.
+"""One Stripe rate budget for the whole deployment: a pacing schedule in a PostgreSQL row.
 
 Stripe limits requests per account, not per process. Every API process and every worker takes
-its tokens from the same row (`rate_budgets`), refilled at ``rate`` per second by the primary's
-clock, so N processes together stay under ``STRIPE_MAX_RPS`` whatever N is. One statement per
-token: the row lock serialises takers, the clock is the database's.
+its turn from the same row (`rate_budgets`), by the primary's clock, so N processes together
+stay under ``STRIPE_MAX_RPS`` whatever N is, in any one-second window: calls are paced at least
+``1 / rate`` apart (no burst is stored up; a bucket of a second's worth of tokens let about
+twice the rate through in one second). One statement per call: the row lock serialises takers.
 
-Background callers (the reconciler) leave a reserve: they take a token only while more than
-``reserve`` tokens are left, so a burst of reconciliation never starves customers' requests.
+Background callers (the reconciler) are paced at half the rate on a second schedule of the
+same row, on top of the shared one: together they take at most half the budget, so customers'
+calls (the API) always have the other half, and all of it while the workers are idle.
 """
 
 from __future__ import annotations
@@ -19,20 +21,34 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 ENSURE = """
-    INSERT INTO rate_budgets (name, tokens) VALUES (%(name)s, %(burst)s)
+    INSERT INTO rate_budgets (name) VALUES (%(name)s)
     ON CONFLICT (name) DO NOTHING"""
 
+# Granted when the shared schedule (and, for a background caller, its own) has come; the next
+# call of anyone is then due `spacing` later. Otherwise the seconds to wait.
 TAKE = """
+    WITH clock AS (SELECT clock_timestamp() AS now),
+    turn AS (
+        SELECT b.name, clock.now, b.next_at, b.background_next_at,
+               b.next_at <= clock.now
+               AND (NOT %(background)s OR b.background_next_at <= clock.now) AS granted
+          FROM rate_budgets AS b, clock
+         WHERE b.name = %(name)s
+           FOR UPDATE OF b)
     UPDATE rate_budgets AS b
-       SET tokens = s.available - CASE WHEN s.available >= %(need)s THEN 1 ELSE 0 END,
-           updated_at = s.now
-      FROM (SELECT name, clock_timestamp() AS now,
-                   LEAST(%(burst)s::float8,
-                         tokens + GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - updated_at))
-                                  ::float8 * %(rate)s) AS available
-              FROM rate_budgets WHERE name = %(name)s FOR UPDATE) AS s
-     WHERE b.name = s.name
-    RETURNING s.available >= %(need)s AS granted, s.available AS available"""
+       SET next_at = CASE WHEN turn.granted
+                          THEN turn.now + make_interval(secs => %(spacing)s)
+                          ELSE b.next_at END,
+           background_next_at = CASE WHEN turn.granted AND %(background)s
+                                     THEN turn.now + make_interval(secs => 2 * %(spacing)s)
+                                     ELSE b.background_next_at END
+      FROM turn
+     WHERE b.name = turn.name
+    RETURNING turn.granted,
+              GREATEST(0, EXTRACT(EPOCH FROM turn.next_at - turn.now),
+                       CASE WHEN %(background)s
+                            THEN EXTRACT(EPOCH FROM turn.background_next_at - turn.now)
+                            ELSE 0 END)::float8 AS wait"""
 
 
 class RateBudgetUnavailable(Exception):
@@ -40,7 +56,7 @@ class RateBudgetUnavailable(Exception):
 
 
 class PostgresRateBudget:
-    """``acquire(timeout)`` blocks until a token of the shared bucket is taken."""
+    """``acquire(timeout)`` blocks until this process's turn of the shared schedule comes."""
 
     def __init__(
         self,
@@ -48,26 +64,23 @@ class PostgresRateBudget:
         rate: float,
         *,
         name: str = "stripe",
-        burst: float | None = None,
         background: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate <= 0:
-            raise ValueError(f"rate must be positive tokens per second, got {rate!r}")
+            raise ValueError(f"rate must be positive calls per second, got {rate!r}")
         self.pool = pool
         self.name = name
         self.rate = float(rate)
-        self.burst = float(burst) if burst is not None else max(1.0, self.rate)
-        # A background caller needs this many tokens left to take one.
-        self.need = 1.0 + (self.burst / 2 if background else 0.0)
+        self.background = background
         self._sleep = sleep
         self._clock = clock
         self._ensured = False
         self.waited_seconds = 0.0
 
     def _take(self) -> tuple[bool, float]:
-        params = {"name": self.name, "burst": self.burst, "rate": self.rate, "need": self.need}
+        params = {"name": self.name, "spacing": 1 / self.rate, "background": self.background}
         try:
             with self.pool.connection(timeout=5.0) as conn:
                 if not self._ensured:
@@ -77,11 +90,10 @@ class PostgresRateBudget:
         except (psycopg.Error, PoolTimeout) as exc:
             raise RateBudgetUnavailable(f"Stripe rate budget unreadable: {exc}") from exc
         assert row is not None
-        granted, available = bool(row[0]), float(row[1])
-        return granted, max(0.0, (self.need - available) / self.rate)
+        return bool(row[0]), float(row[1])
 
     def acquire(self, *, timeout: float) -> bool:
-        """True once a token is taken; False when none comes within ``timeout`` seconds."""
+        """True once a turn is taken; False when none comes within ``timeout`` seconds."""
         deadline = self._clock() + timeout
         while True:
             granted, wait = self._take()
