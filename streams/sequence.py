@@ -14,8 +14,12 @@ never announced.
   its own, not in the group) and applied first, in order. An offset with no record (a
   transaction marker, a compacted record) simply is not there;
 * a record before it was already applied in this assignment (a second delivery): it is left;
-* the first record after the partition is (re)assigned is compared with the group's committed
-  offset, so a hole at the very start of an assignment is filled too.
+* the first record after the partition is (re)assigned is compared with where the group's
+  reading starts: its committed offset, or, for a partition the group never committed, the
+  first offset the broker holds. A hole at the very start of an assignment is filled too, even
+  on a new group or partition (seen in the failover test: a worker got its partitions, Faust
+  dropped offset 0 of one around the next rebalance, and the payment it created was never
+  held open by any worker).
 """
 
 from __future__ import annotations
@@ -52,8 +56,9 @@ class Record(Protocol):
 
 
 class RangeReader(Protocol):
-    async def committed(self, partition: int) -> int | None:
-        """The group's committed offset of ``partition`` (the next to read), if any."""
+    async def start(self, partition: int) -> int:
+        """Where the group's reading of ``partition`` starts: its committed offset (the next
+        to read), or the first offset the broker holds if the group never committed one."""
         ...
 
     async def read(self, partition: int, start: int, end: int) -> Sequence[Record]:
@@ -69,7 +74,7 @@ class ChangeSequence:
         self._next: dict[int, int] = {}
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """The partitions were revoked: their next assignment starts from the committed offset."""
+        """The partitions were revoked: their next assignment starts where the group's does."""
         for partition in partitions:
             self._next.pop(partition, None)
 
@@ -92,9 +97,8 @@ class ChangeSequence:
         one was already applied (do not apply it again)."""
         expected = self._next.get(partition)
         if expected is None:
-            committed = await self.reader.committed(partition)
             # Never skip on the strength of the committed offset: it only reveals a hole.
-            expected = offset if committed is None else min(committed, offset)
+            expected = min(await self.reader.start(partition), offset)
         if offset < expected:
             return None
         if offset == expected:
@@ -142,15 +146,20 @@ class KafkaRangeReader:
         result, _ = await until_done(call, failed)
         return result
 
-    async def committed(self, partition: int) -> int | None:
-        async def call() -> int | None:
-            consumer = await self._started()
-            found: int | None = await asyncio.wait_for(
-                consumer.committed(TopicPartition(self.topic, partition)), READ_TIMEOUT_SECONDS
-            )
-            return found
+    async def start(self, partition: int) -> int:
+        tp = TopicPartition(self.topic, partition)
 
-        return await self._retried("committed offset", call)
+        async def call() -> int:
+            consumer = await self._started()
+            committed: int | None = await asyncio.wait_for(
+                consumer.committed(tp), READ_TIMEOUT_SECONDS
+            )
+            if committed is not None:
+                return committed
+            first = await asyncio.wait_for(consumer.beginning_offsets([tp]), READ_TIMEOUT_SECONDS)
+            return int(first[tp])
+
+        return await self._retried("start offset", call)
 
     async def read(self, partition: int, start: int, end: int) -> Sequence[Record]:
         tp = TopicPartition(self.topic, partition)

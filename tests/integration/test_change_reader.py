@@ -1,6 +1,7 @@
-"""The worker's change-topic reader on the real broker: it finds a group's committed offset and
-reads back exactly a range of a partition's records (what the agent applies when its consumer
-skipped them), without joining or moving the group."""
+"""The worker's change-topic reader on the real broker: it finds where a group's reading of a
+partition starts (its committed offset, or the first record the broker kept when it never
+committed) and reads back exactly a range of a partition's records (what the agent applies
+when its consumer skipped them), without joining or moving the group."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from streams.sequence import KafkaRangeReader
 pytestmark = pytest.mark.integration
 
 
-def test_the_reader_returns_a_range_of_records_and_the_groups_committed_offset(
+def test_the_reader_returns_a_range_of_records_and_where_the_group_starts(
     settings: Settings,
 ) -> None:
     topic, group = f"reader-test-{uuid.uuid4().hex[:8]}", f"reader-group-{uuid.uuid4().hex[:8]}"
@@ -28,8 +29,11 @@ def test_the_reader_returns_a_range_of_records_and_the_groups_committed_offset(
         producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
         for n in range(10):
             producer.send(topic, key=b"k", value=f"change {n}".encode(), partition=1)
+            producer.send(topic, key=b"k", value=f"change {n}".encode(), partition=0)
         producer.flush()
         producer.close()
+        # Partition 0, never committed by the group, lost its first three records to retention.
+        admin.delete_records({TopicPartition(topic, 0): 3})
         committer = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=group,
@@ -39,11 +43,11 @@ def test_the_reader_returns_a_range_of_records_and_the_groups_committed_offset(
         committer.commit({TopicPartition(topic, 1): OffsetAndMetadata(4, "", -1)})
         committer.close()
 
-        async def read() -> tuple[int | None, int | None, list[tuple[int, int, bytes | None]]]:
+        async def read() -> tuple[int, int, list[tuple[int, int, bytes | None]]]:
             reader = KafkaRangeReader(settings.kafka_bootstrap_servers, topic, group)
             try:
-                committed = await reader.committed(1)
-                untouched = await reader.committed(0)
+                committed = await reader.start(1)
+                untouched = await reader.start(0)
                 records = await reader.read(1, 2, 7)
                 return committed, untouched, [(r.partition, r.offset, r.value) for r in records]
             finally:
@@ -51,7 +55,7 @@ def test_the_reader_returns_a_range_of_records_and_the_groups_committed_offset(
 
         committed, untouched, records = asyncio.run(read())
         assert committed == 4
-        assert untouched is None
+        assert untouched == 3
         assert records == [(1, n, f"change {n}".encode()) for n in range(2, 7)]
         # Reading committed nothing: the group is where it was.
         check = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group)

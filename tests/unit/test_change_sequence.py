@@ -22,15 +22,17 @@ class FakeRecord:
 
 class FakeBroker:
     """A partition's records (offsets; an offset absent is a transaction marker or compacted
-    record) and the group's committed offsets."""
+    record, offsets below the first were removed by retention) and the group's committed
+    offsets (a partition missing from them was never committed)."""
 
     def __init__(self, offsets: dict[int, list[int]], committed: dict[int, int]) -> None:
         self.offsets = offsets
         self.committed_offsets = committed
         self.reads: list[tuple[int, int, int]] = []
 
-    async def committed(self, partition: int) -> int | None:
-        return self.committed_offsets.get(partition)
+    async def start(self, partition: int) -> int:
+        committed = self.committed_offsets.get(partition)
+        return min(self.offsets[partition]) if committed is None else committed
 
     async def read(self, partition: int, start: int, end: int) -> Sequence[Record]:
         self.reads.append((partition, start, end))
@@ -90,6 +92,20 @@ def test_a_hole_at_the_start_of_an_assignment_is_found_from_the_committed_offset
     broker = FakeBroker({2: list(range(0, 30))}, {2: 20})
     applied = deliver(ChangeSequence(broker), [(2, 24), (2, 25)])
     assert applied == [(2, 20), (2, 21), (2, 22), (2, 23), (2, 24), (2, 25)]
+
+
+def test_a_hole_at_the_start_of_a_never_committed_partition_is_filled_from_the_first() -> None:
+    # A new group (or partition): Faust dropped offset 0 around a rebalance and handed over 1.
+    broker = FakeBroker({5: list(range(0, 10))}, {})
+    applied = deliver(ChangeSequence(broker), [(5, 1), (5, 2)])
+    assert applied == [(5, 0), (5, 1), (5, 2)]
+
+
+def test_a_partition_never_committed_starts_at_the_first_record_retention_kept() -> None:
+    broker = FakeBroker({5: list(range(40, 50))}, {})
+    applied = deliver(ChangeSequence(broker), [(5, 42)])
+    assert applied == [(5, 40), (5, 41), (5, 42)]
+    assert broker.reads == [(5, 40, 42)]
 
 
 def test_a_record_before_the_committed_offset_is_still_applied() -> None:

@@ -32,8 +32,10 @@ class FakeRecord:
 
 
 class NoBroker:
-    async def committed(self, partition: int) -> int | None:
-        return None
+    """A broker holding nothing but the records the agent is handed: nothing to read back."""
+
+    async def start(self, partition: int) -> int:
+        return 0
 
     async def read(self, partition: int, start: int, end: int) -> Sequence[Record]:
         return []
