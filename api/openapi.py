@@ -204,7 +204,11 @@ def _payments_paths() -> dict[str, Any]:
                     **AUTHENTICATED,
                     "402": _problem("Stripe refused the request"),
                     **NO_PAYMENT,
-                    "409": _problem("Already final, or being created", retry_after=True),
+                    "409": _problem(
+                        "Already final, being created (Retry-After), or Stripe does not know "
+                        "its intent",
+                        retry_after=True,
+                    ),
                     **BAD_ID,
                 },
             },

@@ -19,6 +19,7 @@ from payments.domain.errors import (
     IdempotencyKeyConflict,
     NotFound,
     ProviderDeclined,
+    ProviderObjectMissing,
     RetryableError,
     TransitionRefused,
 )
@@ -297,6 +298,23 @@ class PaymentService:
                     reason=CANCEL_CANCELLATION_REASON,
                     decision=payment.version,
                 )
+                change = StatusChange(Status.CANCELED, Source.API, intent)
+            except ProviderObjectMissing:
+                # Stripe answers 404 for the intent. A stand-in that was reset and an account
+                # switched under a pending payment look the same, and in the second the intent
+                # can still be paid: the payment stays open (the reconciler expires it once
+                # Stripe has not known the intent for a TTL, reconcile.UNKNOWN_INTENT_ATTEMPTS).
+                log.warning(
+                    "cancel refused: Stripe does not know the payment's intent",
+                    payment_id=str(payment_id),
+                    intent_id=payment.provider_payment_id,
+                )
+                raise TransitionRefused(
+                    f"payment {payment_id} cannot be canceled: Stripe has no PaymentIntent "
+                    f"{payment.provider_payment_id} (is STRIPE_API_KEY the account that made "
+                    "it?); the payment is expired once Stripe has not known its intent for "
+                    "PENDING_TTL_SECONDS"
+                ) from None
             except (ProviderDeclined, IdempotencyKeyConflict):
                 # Stripe would not cancel (e.g. it already succeeded), or holds this cancel's
                 # key for a request still in flight: record what the intent says now.
@@ -310,7 +328,6 @@ class PaymentService:
                     f"{intent.id} is {intent.status} at Stripe (payment is "
                     f"{current.status.value})"
                 ) from None
-            change = StatusChange(Status.CANCELED, Source.API, intent)
         result = self.repo.transition(payment_id, change)
         if result.payment is None:
             raise NotFound(f"payment {payment_id} does not exist")

@@ -244,6 +244,21 @@ def test_cancel_cancels_intent_and_is_idempotent(
     assert len(repo.events(payment.id)) == 1
 
 
+def test_a_cancel_stripe_answers_404_for_is_refused_and_the_payment_stays_open(
+    service: PaymentService, repo: FakePaymentRepository, stripe: FakeStripeGateway
+) -> None:
+    # A stand-in reset looks like this, and so does an account switched under a pending
+    # payment, whose intent can still be paid in the account that made it.
+    payment = service.create_payment(request()).payment
+    assert payment.provider_payment_id
+    del stripe.intents[payment.provider_payment_id]
+    with pytest.raises(TransitionRefused, match="Stripe has no PaymentIntent"):
+        service.cancel(payment.id)
+    stored = repo.get(payment.id)
+    assert stored is not None and stored.status is Status.PENDING
+    assert repo.events(payment.id) == []
+
+
 def test_cancel_of_succeeded_payment_is_refused(
     service: PaymentService, stripe: FakeStripeGateway
 ) -> None:
