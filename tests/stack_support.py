@@ -276,3 +276,16 @@ class ReplayPaused:
             conn.execute("SELECT pg_wal_replay_resume()")
             conn.close()
         self.conns.clear()
+
+
+def audit_sources(settings: Settings, payment_id: str) -> list[tuple[str, str, str]]:
+    """A payment's audit trail as (from, to, source), oldest first, from the primary."""
+    with psycopg.connect(settings.database_url) as conn:
+        return [
+            (str(a), str(b), str(c))
+            for a, b, c in conn.execute(
+                "SELECT coalesce(from_status::text, ''), to_status::text, source::text "
+                "FROM payment_events WHERE payment_id = %s ORDER BY id",
+                (payment_id,),
+            )
+        ]

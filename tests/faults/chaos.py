@@ -170,6 +170,14 @@ def worker_names(settings: Settings) -> list[str]:
     return [instance_name("worker", n) for n in range(1, len(settings.worker_urls) + 1)]
 
 
+def restart_apps(settings: Settings, env: dict[str, str]) -> None:
+    """The API and every worker of the layout, restarted with ``env`` (the fault suite and the
+    stack tests that run the apps with a short TTL and interval)."""
+    for name in ("api", *worker_names(settings)):
+        stack("stop", name)
+        stack("start", name, env=env)
+
+
 class LogTail:
     """What a part of the stack writes to its log (``.stack/logs/<name>.log``, appended across
     restarts) from the moment this was made."""

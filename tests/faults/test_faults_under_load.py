@@ -34,7 +34,15 @@ from kafka.errors import KafkaError
 from payments.settings import Settings
 from tests import support_api
 from tests.faults import oracle
-from tests.faults.chaos import Db, Faults, Ledger, SlotWatch, WebhookSink, worker_names
+from tests.faults.chaos import (
+    Db,
+    Faults,
+    Ledger,
+    SlotWatch,
+    WebhookSink,
+    restart_apps,
+    worker_names,
+)
 from tests.faults.load import MALFORMED_CDC_RECORDS, PLANS, HostileReport, Load, send_hostile
 from tests.faults.standin import StandIn
 from tests.stack_support import TopicSince, stack
@@ -71,13 +79,6 @@ class Rig:
     proxy: StripeProxy
     sink: WebhookSink
     app_env: dict[str, str]
-
-
-def restart_apps(settings: Settings, env: dict[str, str]) -> None:
-    """The API and every worker of the layout, restarted with ``env``."""
-    for name in ("api", *worker_names(settings)):
-        stack("stop", name)
-        stack("start", name, env=env)
 
 
 @pytest.fixture

@@ -234,7 +234,7 @@ def test_health_ready_and_metrics(app: Flask, client: FlaskClient) -> None:
 
 
 def test_a_primary_that_does_not_answer_is_a_503_with_retry_after(s: Settings) -> None:
-    nobody = f"postgresql://payments:payments@127.0.0.1:{support_api.free_port()}/payments"
+    nobody = f"postgresql://payments@127.0.0.1:{support_api.free_port()}/payments"
     dead = s.model_copy(update={"database_url": nobody, "db_connect_timeout_seconds": 1})
     r = support_api.keyed_client(create_app(dead), s).post(
         "/payments", json=BODY, headers={"Idempotency-Key": f"dead-{uuid4()}"}

@@ -115,6 +115,24 @@ class Load(threading.Thread):
                         self.changes[target].add(int(row[0]))
 
 
+@pytest.fixture
+def load(settings: Settings) -> Iterator[Load]:
+    """The load, its payments closed after the test: left pending (without an intent), the
+    stack's worker would give each one an intent and, later, cancel it at Stripe, and the
+    tests after this one would wait behind a thousand Stripe calls."""
+    load = Load(settings)
+    yield load
+    load.halt.set()
+    if load.is_alive():
+        load.join()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE payments SET status = 'canceled', version = version + 1, "
+            "updated_at = now() WHERE id = ANY(%s::uuid[]) AND status = 'pending'",
+            (load.created,),
+        )
+
+
 def partition_of(settings: Settings, pid: str, tail: CdcTail) -> int:
     found = tail.collect([(pid, "c")], timeout=30)
     return int(found[(pid, "c")]["_partition"])
@@ -170,13 +188,12 @@ def watch_cycles(urls: list[str], cycles: int) -> dict[str, list[Cycle]]:
 
 @pytest.mark.parametrize("victim_role", ["follower", "leader"])
 def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
-    settings: Settings, tmp_path: Path, victim_role: str
+    settings: Settings, tmp_path: Path, victim_role: str, load: Load
 ) -> None:
     """``follower``: the victim does not own partition 0; ``leader``: it does, so it led the
     sweep of Stripe's events, which another worker must take over."""
     status_tail = CdcTail(settings, settings.status_topic)
     cdc_tail = CdcTail(settings)
-    load = Load(settings)
     with three_workers(settings, tmp_path) as procs:
         urls = list(procs)
 
@@ -216,14 +233,19 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
         load.halt.set()
         load.join()
 
-        after = wait_for(
-            "the survivors sharing all six partitions",
-            lambda: (
-                (found := {u: get(u, "/stats/")["partitions"]["active"] for u in survivors})
-                and sorted(p for parts in found.values() for p in parts) == list(range(6))
-                and found
-            ),
-        )
+        def survivors_share() -> dict[str, list[int]] | None:
+            for url in survivors:
+                if procs[url].poll() is not None:  # a survivor died: say why, at once
+                    port = url.rsplit(":", 1)[1]
+                    tail = (tmp_path / f"worker-{port}.log").read_text(errors="replace")
+                    raise AssertionError(
+                        f"survivor {url} exited ({procs[url].returncode}): ...{tail[-3000:]}"
+                    )
+            found = {u: get(u, "/stats/")["partitions"]["active"] for u in survivors}
+            spread = sorted(p for parts in found.values() for p in parts)
+            return found if spread == list(range(6)) else None
+
+        after = wait_for("the survivors sharing all six partitions", survivors_share)
         assert moved <= set(after[survivors[0]]) | set(after[survivors[1]])
 
         wanted = {f"{pid}:{v}" for pid, versions in load.changes.items() for v in versions}

@@ -26,9 +26,8 @@ import requests
 
 from payments.settings import Settings
 from tests import support_api
-from tests.faults.test_faults_under_load import restart_apps
-from tests.integration.test_worker import audit_sources
-from tests.stack_support import TopicSince, stack, stack_dir
+from tests.faults.chaos import restart_apps
+from tests.stack_support import TopicSince, audit_sources, stack, stack_dir
 from tests.stripe_proxy import RecordingProxy, most_in_one_second
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -66,13 +65,13 @@ def rig(settings: Settings) -> Iterator[Rig]:
             "STRIPE_MAX_RPS": str(STRIPE_MAX_RPS),
         }
         try:
-            restart_apps(env)
+            restart_apps(settings, env)
             rig = Rig(settings, proxy, env, settings.worker_urls[0].rstrip("/"), operator)
             drain(rig)
             yield rig
         finally:
             stack("up")  # whatever a test left down
-            restart_apps(dict(os.environ))
+            restart_apps(settings, dict(os.environ))
 
 
 def reconcile_now(rig: Rig) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from tests import support_api
 from tests.stack_support import (
     ROOT,
     CdcTail,
+    audit_sources,
     generated_env,
     insert_payment,
     readme_section,
@@ -129,18 +130,6 @@ def db_status(settings: Settings, payment_id: str) -> tuple[str, int]:
         ).fetchone()
     assert row is not None
     return str(row[0]), int(row[1])
-
-
-def audit_sources(settings: Settings, payment_id: str) -> list[tuple[str, str, str]]:
-    with psycopg.connect(settings.database_url) as conn:
-        return [
-            (str(a), str(b), str(c))
-            for a, b, c in conn.execute(
-                "SELECT coalesce(from_status::text, ''), to_status::text, source::text "
-                "FROM payment_events WHERE payment_id = %s ORDER BY id",
-                (payment_id,),
-            )
-        ]
 
 
 @pytest.fixture
@@ -330,10 +319,22 @@ def test_a_worker_started_as_the_readme_says_shares_the_partitions_with_the_stac
         owner = {p: n for n, parts in enumerate(partitions) for p in parts}
         assert held == {pid: [owner[partition[pid]]] for pid in mine}
 
+        mine_by_worker = [sum(1 for who in held.values() if who == [n]) for n in range(2)]
+
+        def counted() -> bool:
+            # Each worker counts its partitions' open payments once it has them (a recount
+            # after the rebalance, off the event loop): wait for it before the cycle.
+            opened = [
+                requests.get(f"{u}/stats/", auth=OPERATOR, timeout=10).json()["open"]["count"]
+                for u in urls
+            ]
+            return all(o >= m for o, m in zip(opened, mine_by_worker, strict=True))
+
+        wait_for("each worker to count the payments it holds", counted, 60)
         answers = [worker_post(u, "/reconcile/") for u in urls]
         assert [a["partitions"] for a in answers] == partitions
         for n, answer in enumerate(answers):
-            assert answer["open"] >= sum(1 for who in held.values() if who == [n]), answer
+            assert answer["open"] >= mine_by_worker[n], answer
         leaders = [n for n, a in enumerate(answers) if a["sweep"] is not None]
         assert leaders == [owner[0]], "one sweep of Stripe's events for the group, by partition 0"
     # Stopped: the stack's worker owns every partition again; the other kept its state apart.
