@@ -18,11 +18,6 @@ from streams.app import PaymentsWorker
 from streams.topics import create_missing_topics
 
 TIMEOUT = 600.0  # a reconcile-now may take as long as a cycle
-# How long a thread may hold the GIL before another that waits gets it (Python's default: 5 ms).
-# A reconciliation cycle runs its checks in a pool of threads; the event loop (the change agent,
-# the web views) waits behind them each time it wants the GIL back: a shorter slice bounds that
-# wait, as in the API (gunicorn.conf.py).
-SWITCH_INTERVAL_SECONDS = 0.001
 
 
 def _ask(settings: Settings, method: str, urls: tuple[str, ...], path: str) -> list[dict[str, Any]]:
@@ -91,7 +86,6 @@ def with_log_level(argv: list[str], level: str) -> list[str]:
 def main() -> None:
     settings = Settings()
     if sys.argv[1:2] == ["worker"]:
-        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         sys.argv = with_log_level(sys.argv, settings.log_level)
         port = web_port_argument(sys.argv[2:])
         if port is not None:
