@@ -579,15 +579,25 @@ class Reconciler:
         pid = item.payment_id
         intent_id = item.provider_payment_id
         if intent_id is None and item.status is Status.PENDING:
-            # Hold the creation so no intent appears for an expired payment.
-            if self.repo.claim_creation(pid, lease_seconds=self.service.creation_lease_seconds):
-                return self._write_expired(pid, None)
-            latest = self.repo.get(pid)
-            if latest is None or not latest.is_open:
-                return ("resolved",)
-            if latest.provider_payment_id is None:
-                raise RetryableError(f"payment {pid} is being created at Stripe; expiring later")
-            intent_id = latest.provider_payment_id
+            # Hold the creation so no intent appears for an expired payment, and get back the
+            # one an earlier create may have made (its answer lost), to cancel it below.
+            claimed = self.repo.claim_creation(
+                pid, lease_seconds=self.service.creation_lease_seconds
+            )
+            if claimed is not None:
+                recovered = self.service.recover_intent(claimed)
+                if recovered is None or recovered.provider_payment_id is None:
+                    return self._write_expired(pid, None)  # Stripe refused: it made none
+                intent_id = recovered.provider_payment_id
+            else:
+                latest = self.repo.get(pid)
+                if latest is None or not latest.is_open:
+                    return ("resolved",)
+                if latest.provider_payment_id is None:
+                    raise RetryableError(
+                        f"payment {pid} is being created at Stripe; expiring later"
+                    )
+                intent_id = latest.provider_payment_id
         if intent_id is None:  # failed at creation: no intent exists, nothing can be charged
             return self._write_expired(pid, None)
         # Each attempt is a new decision to cancel (a new idempotency key): Stripe replays the

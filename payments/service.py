@@ -263,6 +263,26 @@ class PaymentService:
         stored = self.repo.attach_intent(payment.id, intent)
         return CreateResult(CreateOutcome.CREATED, stored)
 
+    def recover_intent(self, payment: Payment) -> Payment | None:
+        """For the holder of the creation claim who is closing a payment that has no intent
+        (the expiry, a cancel). An earlier create may have reached Stripe and its answer been
+        lost (a reset connection, a timeout): the payment has no intent here, Stripe has one.
+        Asking again with the creation's key (``pi-create-<id>``) gets that intent back, or a
+        new one if none was made; it is attached, so that the caller cancels it at Stripe and
+        no intent is left open for a closed payment. Returns the payment with its intent, or
+        None when Stripe refuses the creation (nothing exists to cancel). Raises
+        ``RetryableError`` or ``IdempotencyKeyConflict`` (the claim released) while Stripe
+        cannot say."""
+        try:
+            intent = self.gateway.create_intent(payment)
+        except ProviderDeclined:
+            return None
+        except (RetryableError, IdempotencyKeyConflict):
+            self.repo.release_creation(payment.id)
+            raise
+        log.info("intent recovered to be canceled", payment_id=str(payment.id), intent_id=intent.id)
+        return self.repo.attach_intent(payment.id, intent)
+
     # -- cancel -----------------------------------------------------------------------------
 
     def cancel(self, payment_id: UUID, *, tenant_id: str | None = None) -> Payment:
@@ -277,18 +297,23 @@ class PaymentService:
             raise TransitionRefused(
                 f"payment {payment_id} is already {payment.status.value}; it cannot be canceled"
             )
-        # Without an intent, hold the creation so none appears for a canceled payment.
-        if payment.provider_payment_id is None and not self.repo.claim_creation(
-            payment_id, lease_seconds=self.creation_lease_seconds
-        ):
-            latest = self.repo.get(payment_id) or payment
-            if latest.provider_payment_id is None and latest.status is Status.PENDING:
-                raise CreationInProgress(
-                    f"payment {payment_id} is being created at Stripe right now; retry "
-                    "the cancel shortly",
-                    retry_after_seconds=1,
-                )
-            payment = latest
+        # Without an intent, hold the creation so none appears for a canceled payment, and
+        # get back the one an earlier create may have made, to cancel it at Stripe too.
+        if payment.provider_payment_id is None:
+            claimed = self.repo.claim_creation(
+                payment_id, lease_seconds=self.creation_lease_seconds
+            )
+            if claimed is not None:
+                payment = self.recover_intent(claimed) or claimed
+            else:
+                latest = self.repo.get(payment_id) or payment
+                if latest.provider_payment_id is None and latest.status is Status.PENDING:
+                    raise CreationInProgress(
+                        f"payment {payment_id} is being created at Stripe right now; retry "
+                        "the cancel shortly",
+                        retry_after_seconds=1,
+                    )
+                payment = latest
         change = StatusChange(Status.CANCELED, Source.API)
         if payment.provider_payment_id is not None:
             try:

@@ -1,6 +1,7 @@
 """A recording proxy in front of the Stripe stand-in: it forwards every request, remembers what
 it saw (time, method, path, headers, body), and can answer the next requests itself (429 with
-``Retry-After``, 503, a 402 decline...) as Stripe would."""
+``Retry-After``, 503, a 402 decline...) as Stripe would, or lose the answers to some requests
+after Stripe acted on them (a connection reset on the way back)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Seen:
     headers: dict[str, str]
     status: int
     body: bytes = b""
+    replayed: bool = False  # answered from ``lost`` (Stripe's idempotent replay), not forwarded
 
 
 def most_in_one_second(times: list[float]) -> int:
@@ -49,6 +51,12 @@ class RecordingProxy:
         self.upstream = upstream.rstrip("/")
         self.seen: list[Seen] = []
         self.canned: deque[Canned] = deque()
+        # POSTs to exactly this path are forwarded, then the connection is closed without an
+        # answer: Stripe acted, the caller never hears. Their answers are kept by
+        # Idempotency-Key, and a later request with the key gets the kept answer, as Stripe
+        # replays it (localstripe ignores the header and would act twice).
+        self.lose_answers_to: str | None = None
+        self.lost: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.lock = threading.Lock()
         proxy = self
 
@@ -69,10 +77,16 @@ class RecordingProxy:
                 arrived = time.time()  # when Stripe would count it
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                key = self.headers.get("Idempotency-Key") if self.command == "POST" else None
                 with proxy.lock:
                     canned = proxy.canned.popleft() if proxy.canned else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                if canned is not None:
+                    kept = proxy.lost.get(key) if key and canned is None else None
+                    lose = canned is None and key is not None and self.path == proxy.lose_answers_to
+                replayed = kept is not None
+                if kept is not None:
+                    status, answer, content = kept
+                elif canned is not None:
                     status = canned.status
                     answer = {"Content-Type": "application/json", **canned.headers}
                     content = canned.body.encode()
@@ -93,8 +107,21 @@ class RecordingProxy:
                 # sent right after the call returns must find it here.
                 with proxy.lock:
                     proxy.seen.append(
-                        Seen(arrived, self.command, self.path, headers, status, body or b"")
+                        Seen(
+                            arrived,
+                            self.command,
+                            self.path,
+                            headers,
+                            status,
+                            body or b"",
+                            replayed,
+                        )
                     )
+                    if lose and key is not None:
+                        proxy.lost.setdefault(key, (status, answer, content))
+                if lose:
+                    self.close_connection = True  # no answer: the caller sees a reset
+                    return
                 self._answer(status, answer, content)
 
             do_GET = do_POST = do_DELETE = _forward

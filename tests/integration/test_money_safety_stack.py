@@ -204,6 +204,94 @@ def test_a_failed_payment_is_expired_at_the_ttl(rig: Rig) -> None:
     assert announced() == [("pending", "failed"), ("failed", "expired")]
 
 
+@dataclass
+class LostCreation:
+    payment_id: str
+    intent_id: str  # the intent Stripe made, whose answer nobody heard
+
+
+def create_with_lost_answers(rig: Rig) -> LostCreation:
+    """The create reaches Stripe and makes the intent, and every answer to it is lost (the
+    connection reset on the way back, the API's retries too): the API answers 202 with no
+    intent."""
+    rig.proxy.lose_answers_to = "/v1/payment_intents"
+    try:
+        resp = requests.post(
+            f"{API}/payments",
+            json={"amount_minor": 2700, "currency": "usd"},
+            headers={
+                "Idempotency-Key": f"money-stack-{uuid.uuid4()}",
+                **support_api.auth(rig.settings),
+            },
+            timeout=60,
+        )
+    finally:
+        rig.proxy.lose_answers_to = None
+    assert resp.status_code == 202, resp.text
+    pid = resp.json()["id"]
+    assert resp.json()["provider_payment_id"] is None
+    made = [seen for seen in creates_of(rig, pid) if not seen.replayed]
+    assert len(made) == 1 and made[0].status == 200, made  # Stripe made it; nobody heard
+    key = {k.lower(): v for k, v in made[0].headers.items()}["idempotency-key"]
+    return LostCreation(pid, json.loads(rig.proxy.lost[key][2])["id"])
+
+
+def creates_of(rig: Rig, pid: str) -> list[Any]:
+    """Every create request for the payment that reached the proxy, in order."""
+    return [
+        seen
+        for seen in rig.proxy.requests_to("/v1/payment_intents")
+        if seen.method == "POST"
+        and seen.path == "/v1/payment_intents"
+        and parse_qs(seen.body.decode()).get("metadata[payment_id]") == [pid]
+    ]
+
+
+def assert_closed_with_its_intent(rig: Rig, lost: LostCreation) -> None:
+    """The intent Stripe made is canceled and is the payment's; no second one was made."""
+    intent = requests.get(
+        f"{rig.settings.stripe_api_base}/v1/payment_intents/{lost.intent_id}",
+        auth=(rig.settings.stripe_secret_key, ""),
+        timeout=10,
+    ).json()
+    assert intent["status"] == "canceled", intent
+    creates = creates_of(rig, lost.payment_id)
+    assert creates[-1].replayed, "closed without asking Stripe with the creation's key"
+    assert sum(not seen.replayed for seen in creates) == 1, "a second intent was made"
+    with psycopg.connect(rig.settings.database_url, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT provider_payment_id FROM payments WHERE id = %s", (lost.payment_id,)
+        ).fetchone()
+    assert row == (lost.intent_id,)
+
+
+def test_an_intent_whose_creation_answer_was_lost_is_canceled_when_the_payment_expires(
+    rig: Rig,
+) -> None:
+    """At the TTL the payment is expired and the intent Stripe made is canceled with it: none
+    is left open for a closed payment."""
+    lost = create_with_lost_answers(rig)
+    status_becomes(rig, lost.payment_id, "expired", timeout=TTL_SECONDS + 90)
+    assert_closed_with_its_intent(rig, lost)
+
+
+def test_an_intent_whose_creation_answer_was_lost_is_canceled_with_the_payment(
+    rig: Rig,
+) -> None:
+    """The customer cancels before the TTL: the payment is canceled, and so is the intent
+    Stripe made for it."""
+    lost = create_with_lost_answers(rig)
+    resp = requests.post(
+        f"{API}/payments/{lost.payment_id}/cancel",
+        headers=support_api.auth(rig.settings),
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "canceled"
+    assert db_row(rig, lost.payment_id)[0] == "canceled"
+    assert_closed_with_its_intent(rig, lost)
+
+
 def test_a_foreign_intent_in_the_sweep_is_refused_and_recorded(rig: Rig) -> None:
     """Another integration on the same Stripe account makes and charges an intent that names
     our payment in its metadata (same amount and currency): the sweep sees its success and

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from payments.domain.errors import RetryableError, TransitionRefused
+from payments.domain.errors import ProviderDeclined, RetryableError, TransitionRefused
 from payments.domain.money import Money
 from payments.domain.payment import Payment
 from payments.domain.status import Source, Status
@@ -206,10 +206,54 @@ def test_past_the_ttl_a_payment_stripe_already_charged_succeeds_instead() -> Non
     assert world.status(payment) is Status.SUCCEEDED
 
 
-def test_past_the_ttl_a_payment_without_intent_expires_and_never_gets_one() -> None:
+def test_past_the_ttl_a_payment_without_intent_expires_and_stripe_holds_no_open_intent() -> None:
+    """Two payments without an intent here. For the first, the create reached Stripe and its
+    answer was lost (a reset connection): Stripe holds an intent nobody here knows of. For the
+    second, no create ever reached Stripe. Both expire, and every intent Stripe holds for them
+    is canceled as abandoned: none is left open for a closed payment."""
+    world = World()
+    answer_lost = world.payment(with_intent=False, age=90_000)
+    made_at_stripe = world.stripe.create_intent(answer_lost).id
+    never_sent = world.payment(with_intent=False, age=90_000)
+    report = world.cycle(lead_sweep=False)
+    for payment in (answer_lost, never_sent):
+        assert world.status(payment) is Status.EXPIRED
+        intents = world.stripe.intents_for(payment.id)
+        assert intents, "expired without asking Stripe whether it made an intent"
+        assert [(i.status, i.cancellation_reason) for i in intents] == [("canceled", "abandoned")]
+    assert [i.id for i in world.stripe.intents_for(answer_lost.id)] == [made_at_stripe]
+    assert world.intent_of(answer_lost) == made_at_stripe
+    assert report.expired == 2
+    world.now += 600
+    world.cycle(lead_sweep=False)
+    assert len(world.stripe.intents_for(never_sent.id)) == 1, "no intent after the expiry"
+
+
+def test_a_payment_without_intent_is_not_expired_while_stripe_cannot_say_if_it_made_one() -> None:
+    """Stripe does not answer at the TTL: whether an intent exists is unknown, so the payment
+    stays pending and is tried again later; once Stripe answers, it is expired and the intent
+    it had made is canceled."""
     world = World()
     payment = world.payment(with_intent=False, age=90_000)
+    made_at_stripe = world.stripe.create_intent(payment).id
+    world.stripe.fail_with = RetryableError("Stripe: connection reset")
+    report = world.cycle(lead_sweep=False)
+    assert report.errors == 1 and world.status(payment) is Status.PENDING
+    world.stripe.fail_with = None
+    world.now += 61
     world.cycle(lead_sweep=False)
+    assert world.status(payment) is Status.EXPIRED
+    assert world.stripe.intents[made_at_stripe].status == "canceled"
+
+
+def test_past_the_ttl_a_payment_stripe_refuses_to_create_expires_without_intent() -> None:
+    world = World()
+    payment = world.payment(with_intent=False, age=90_000)
+    world.stripe.fail_with = ProviderDeclined(
+        "Amount must be at least 50 cents", code="amount_too_small"
+    )
+    world.cycle(lead_sweep=False)
+    world.stripe.fail_with = None
     assert world.status(payment) is Status.EXPIRED
     assert world.stripe.intents_for(payment.id) == []
 

@@ -292,7 +292,40 @@ def test_cancel_of_payment_without_intent_blocks_later_creation(
     assert service.cancel(payment.id).status is Status.CANCELED
     after = service.finish_creation(payment.id)
     assert after is not None and after.status is Status.CANCELED
-    assert stripe.intents == {}
+    assert [i.status for i in stripe.intents_for(payment.id)] in ([], ["canceled"])
+
+
+def test_cancel_of_a_payment_whose_create_answer_was_lost_cancels_stripes_intent(
+    repo: FakePaymentRepository,
+) -> None:
+    """The create reached Stripe and made the intent, then the connection was reset before its
+    answer came back: the API answered 202 with no intent. The customer cancels: the intent
+    Stripe holds is canceled with the payment, not left open."""
+    stripe = FakeStripeGateway()  # Stripe's idempotent requests
+    service = PaymentService(repo, stripe)
+    stripe.fail_next = 1
+    payment = service.create_payment(request()).payment
+    assert payment.provider_payment_id is None
+    made_at_stripe = stripe.create_intent(payment).id  # what the lost answer carried
+    canceled = service.cancel(payment.id)
+    assert canceled.status is Status.CANCELED
+    assert canceled.provider_payment_id == made_at_stripe
+    assert [(i.id, i.status) for i in stripe.intents_for(payment.id)] == [
+        (made_at_stripe, "canceled")
+    ]
+
+
+def test_a_cancel_without_intent_while_stripe_cannot_say_changes_nothing(
+    service: PaymentService, stripe: FakeStripeGateway
+) -> None:
+    stripe.fail_with = RetryableError("down")
+    payment = service.create_payment(request()).payment
+    with pytest.raises(RetryableError):
+        service.cancel(payment.id)
+    stripe.fail_with = None
+    assert service.get(payment.id).status is Status.PENDING
+    created = service.finish_creation(payment.id)
+    assert created is not None and created.provider_payment_id is not None, "claim released"
 
 
 def test_a_webhook_about_another_intent_is_refused_and_kept_with_its_reason(
