@@ -585,10 +585,8 @@ class Reconciler:
                 pid, lease_seconds=self.service.creation_lease_seconds
             )
             if claimed is not None:
-                recovered = self.service.recover_intent(claimed)
-                if recovered is None or recovered.provider_payment_id is None:
-                    return self._write_expired(pid, None)  # Stripe refused: it made none
-                intent_id = recovered.provider_payment_id
+                recovered = self.service.recover_intent(claimed)  # None: Stripe made none
+                intent_id = recovered.provider_payment_id if recovered else None
             else:
                 latest = self.repo.get(pid)
                 if latest is None or not latest.is_open:
@@ -598,7 +596,7 @@ class Reconciler:
                         f"payment {pid} is being created at Stripe; expiring later"
                     )
                 intent_id = latest.provider_payment_id
-        if intent_id is None:  # failed at creation: no intent exists, nothing can be charged
+        if intent_id is None:  # Stripe refused the creation: no intent, nothing can be charged
             return self._write_expired(pid, None)
         # Each attempt is a new decision to cancel (a new idempotency key): Stripe replays the
         # answer of a key it has seen, a refusal included, for 24 hours.
