@@ -12,6 +12,12 @@ rate limit, connection, 5xx, auth -> ``RetryableError`` (the payment stays as it
 card or invalid request -> ``ProviderDeclined`` (the caller must change something), a 404
 -> ``ProviderObjectMissing`` (the object does not exist: a definite answer);
 an idempotency key reused with other parameters -> ``IdempotencyKeyConflict``.
+
+Stripe's answers are read as plain JSON (``StripeClient.raw_request``: the same requests, the
+same typed errors), not as stripe-python's objects: building those costs about 30 times the
+JSON parse (32 ms against 1.1 ms for a page of 100 intents). The HTTP sessions do not scan the
+environment on every call (``trust_env`` off): the proxy for Stripe's address is read from the
+environment once, when the gateway is made.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
+from urllib.parse import quote_plus
 from uuid import UUID
 
+import requests
 import stripe
 
 from payments.domain.errors import (
@@ -123,9 +131,12 @@ class _BudgetedClient(stripe.RequestsClient):
         timeout: float,
         budget: RateBudget,
         retries: int,
+        proxies: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(timeout=timeout)
+        # As requests takes them (scheme -> proxy URL, "all" too); stripe-python passes them on.
+        proxy: Any = dict(proxies) if proxies else None
+        super().__init__(timeout=timeout, proxy=proxy)
         self._budget = budget
         self._budget_timeout = timeout
         self._retries = retries
@@ -149,6 +160,13 @@ class _BudgetedClient(stripe.RequestsClient):
             )
         with self._count_lock:
             self.calls += 1
+        if getattr(self._thread_local, "session", None) is None:
+            # stripe-python makes one session per thread here when it finds none; ours skips
+            # requests' per-call scan of the environment for proxies and .netrc (about 0.35 ms
+            # a call): the proxy is given above, the API key is sent on every request.
+            session = requests.Session()
+            session.trust_env = False
+            self._thread_local.session = session
         result: tuple[bytes, int, Mapping[str, str]] = super().request(
             method, url, headers, post_data
         )
@@ -197,10 +215,16 @@ class StripeGateway:
         retries = settings.stripe_max_retries if max_retries is None else max_retries
         # observer(operation, outcome) after each call: outcome is "ok" or the error kind.
         self.observer = observer
-        self._http = _BudgetedClient(timeout=timeout, budget=budget, retries=retries)
         options: dict[str, Any] = {}
         if settings.stripe_api_base:
             options["base_addresses"] = {"api": settings.stripe_api_base.rstrip("/")}
+        api_base = settings.stripe_api_base or stripe.DEFAULT_API_BASE
+        self._http = _BudgetedClient(
+            timeout=timeout,
+            budget=budget,
+            retries=retries,
+            proxies=requests.utils.get_environ_proxies(api_base),
+        )
         self.client = stripe.StripeClient(
             settings.stripe_secret_key, max_network_retries=0, http_client=self._http, **options
         )
@@ -229,7 +253,25 @@ class StripeGateway:
         if self.observer is not None:
             self.observer(operation, outcome)
 
-    def _call(self, operation: str, action: str, call: Callable[[], Any]) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """One Stripe request (retried, budgeted: ``_BudgetedClient``); its JSON answer. Raises
+        stripe-python's typed errors, as its resource methods do."""
+        options = {"idempotency_key": idempotency_key} if idempotency_key else {}
+        answer: dict[str, Any] = self.client.raw_request(
+            method, path, **(params or {}), **options
+        ).data
+        return answer
+
+    def _call(
+        self, operation: str, action: str, call: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
         """One Stripe operation: its errors translated once, its outcome observed."""
         try:
             result = call()
@@ -238,8 +280,8 @@ class StripeGateway:
         self._observe(operation, "ok")
         return result
 
-    def _intent(self, operation: str, action: str, call: Callable[[], Any]) -> Intent:
-        intent = Intent.from_dict(self._call(operation, action, call).to_dict())
+    def _intent(self, operation: str, action: str, call: Callable[[], dict[str, Any]]) -> Intent:
+        intent = Intent.from_dict(self._call(operation, action, call))
         if operation != "retrieve_intent":
             log.info(
                 f"stripe {operation}",
@@ -253,7 +295,7 @@ class StripeGateway:
 
     def create_intent(self, payment: Payment) -> Intent:
         """Create the payment's intent, idempotent on our payment id (``pi-create-<id>``)."""
-        params: Any = {
+        params = {
             "amount": payment.money.amount_minor,
             "currency": payment.money.currency,
             "metadata": {**payment.metadata, "payment_id": str(payment.id)},
@@ -262,8 +304,8 @@ class StripeGateway:
         return self._intent(
             "create_intent",
             f"creating the PaymentIntent of payment {payment.id}",
-            lambda: self.client.v1.payment_intents.create(
-                params=params, options={"idempotency_key": creation_key(payment)}
+            lambda: self._request(
+                "post", "/v1/payment_intents", params, idempotency_key=creation_key(payment)
             ),
         )
 
@@ -271,7 +313,7 @@ class StripeGateway:
         return self._intent(
             "retrieve_intent",
             f"retrieving PaymentIntent {intent_id}",
-            lambda: self.client.v1.payment_intents.retrieve(intent_id),
+            lambda: self._request("get", _intent_path(intent_id)),
         )
 
     def cancel_intent(
@@ -281,19 +323,20 @@ class StripeGateway:
         local stand-in takes no reason (and keeps none): it is then canceled without one.
         Idempotent per decision to cancel (``cancel_key``): the retries of this call send the
         same key; a later decision, or another reason, sends another."""
-        options: Any = {"idempotency_key": cancel_key(payment_id, reason, decision)}
+        key = cancel_key(payment_id, reason, decision)
+        path = _intent_path(intent_id, "/cancel")
 
-        def cancel() -> Any:
+        def cancel() -> dict[str, Any]:
             if self._cancel_reasons is not False:
                 try:
-                    return self.client.v1.payment_intents.cancel(
-                        intent_id, params={"cancellation_reason": reason}, options=options
+                    return self._request(
+                        "post", path, {"cancellation_reason": reason}, idempotency_key=key
                     )
                 except stripe.InvalidRequestError as exc:
                     if "cancellation_reason" not in str(exc):
                         raise
                     self._cancel_reasons = False
-            return self.client.v1.payment_intents.cancel(intent_id, options=options)
+            return self._request("post", path, idempotency_key=key)
 
         return self._intent("cancel_intent", f"canceling PaymentIntent {intent_id}", cancel)
 
@@ -307,14 +350,17 @@ class StripeGateway:
         confirmation return Stripe's first answer. A declined card raises ``ProviderDeclined``.
         """
 
-        def confirm() -> Any:
-            self.client.v1.payment_intents.update(
-                intent_id,
-                params={"payment_method": payment_method},
-                options={"idempotency_key": f"{idempotency_key}-attach"},
+        def confirm() -> dict[str, Any]:
+            self._request(
+                "post",
+                _intent_path(intent_id),
+                {"payment_method": payment_method},
+                idempotency_key=f"{idempotency_key}-attach",
             )
-            return self.client.v1.payment_intents.confirm(
-                intent_id, options={"idempotency_key": f"{idempotency_key}-confirm"}
+            return self._request(
+                "post",
+                _intent_path(intent_id, "/confirm"),
+                idempotency_key=f"{idempotency_key}-confirm",
             )
 
         action = f"confirming PaymentIntent {intent_id} with {payment_method}"
@@ -322,12 +368,14 @@ class StripeGateway:
 
     # -- events -----------------------------------------------------------------------------
 
-    def _list_events(self, params: dict[str, Any], action: str) -> Any:
-        return self._call(
-            "list_events",
-            action,
-            lambda: self.client.v1.events.list(params=params),  # type: ignore[arg-type]
-        )
+    def _list(
+        self, operation: str, path: str, params: dict[str, Any], action: str
+    ) -> dict[str, Any]:
+        """One page of a Stripe list (``data``, ``has_more``)."""
+        return self._call(operation, action, lambda: self._request("get", path, params))
+
+    def _list_events(self, params: dict[str, Any], action: str) -> dict[str, Any]:
+        return self._list("list_events", "/v1/events", params, action)
 
     def _probe(self, call: Callable[[], object], operation: str, api: str, refused: str) -> bool:
         """Whether Stripe takes a request of ``api`` that the local stand-in refuses: True when
@@ -345,8 +393,8 @@ class StripeGateway:
         """Probe once whether Stripe lists several types in one call (``types[]``)."""
         if self._typed_events is None:
             self._typed_events = self._probe(
-                lambda: self.client.v1.events.list(
-                    params={"types": list(STATUS_EVENT_TYPES), "limit": 1}
+                lambda: self._request(
+                    "get", "/v1/events", {"types": list(STATUS_EVENT_TYPES), "limit": 1}
                 ),
                 "list_events",
                 "events.list",
@@ -398,16 +446,16 @@ class StripeGateway:
         action = f"listing {', '.join(types)} events (first read, newest first)"
         while True:
             page = self._list_events(params, action)
-            events = [ProviderEvent.from_dict(o.to_dict()) for o in page.data]
+            events = [ProviderEvent.from_dict(e) for e in page["data"]]
             if events:
                 state.after.setdefault(stream, events[0].id)
                 state.newest = max(state.newest, max(e.created for e in events))
-            if page.has_more and events:
+            if page["has_more"] and events:
                 state.backfill[stream] = {"since": int(job["since"]), "before": events[-1].id}
             else:
                 state.backfill.pop(stream, None)
             yield events[::-1]
-            if not page.has_more or not events:
+            if not page["has_more"] or not events:
                 return
             params = {**params, "starting_after": events[-1].id}
 
@@ -429,12 +477,12 @@ class StripeGateway:
             params["created"] = {"gt": since}
         while True:
             page = self._list_events(params, action)
-            events = [ProviderEvent.from_dict(o.to_dict()) for o in page.data]
+            events = [ProviderEvent.from_dict(e) for e in page["data"]]
             if self._typed_events:
                 events.reverse()  # Stripe lists newest first, even walking towards newer
             if events:
                 yield events
-            if not page.has_more or not events:
+            if not page["has_more"] or not events:
                 return
             params = {**base, key: events[-1].id}
 
@@ -448,11 +496,11 @@ class StripeGateway:
             params.update({"types": types} if len(types) > 1 else {"type": types[0]})
             while True:
                 page = self._list_events(params, f"re-reading {', '.join(types)} events")
-                for obj in page.data:
-                    yield ProviderEvent.from_dict(obj.to_dict())
-                if not page.has_more or not page.data:
+                for event in page["data"]:
+                    yield ProviderEvent.from_dict(event)
+                if not page["has_more"] or not page["data"]:
                     break
-                params = {**params, "starting_after": page.data[-1].id}
+                params = {**params, "starting_after": page["data"][-1]["id"]}
 
     def intent_pages(self, created_from: int, created_to: int) -> Iterator[list[Intent]] | None:
         """PaymentIntents created in ``[created_from, created_to)``, ``PAGE_SIZE`` a call
@@ -460,8 +508,10 @@ class StripeGateway:
         local stand-in refuses the parameter; probed once)."""
         if self._intents_by_created is None:
             self._intents_by_created = self._probe(
-                lambda: self.client.v1.payment_intents.list(
-                    params={"limit": 1, "created": {"gte": created_from, "lt": created_to}}
+                lambda: self._request(
+                    "get",
+                    "/v1/payment_intents",
+                    {"limit": 1, "created": {"gte": created_from, "lt": created_to}},
                 ),
                 "list_intents",
                 "payment_intents.list",
@@ -478,15 +528,11 @@ class StripeGateway:
         }
         action = f"listing PaymentIntents created in [{created_from}, {created_to})"
         while True:
-            try:
-                page = self.client.v1.payment_intents.list(params=params)  # type: ignore[arg-type]
-            except stripe.StripeError as exc:
-                raise self._fail("list_intents", exc, action) from exc
-            self._observe("list_intents", "ok")
-            intents = [Intent.from_dict(o.to_dict()) for o in page.data]
+            page = self._list("list_intents", "/v1/payment_intents", params, action)
+            intents = [Intent.from_dict(i) for i in page["data"]]
             if intents:
                 yield intents
-            if not page.has_more or not intents:
+            if not page["has_more"] or not intents:
                 return
             params = {**params, "starting_after": intents[-1].id}
 
@@ -524,6 +570,11 @@ class _SweepCursor:
         if self.backfill:
             doc["backfill"] = self.backfill
         return json.dumps(doc, sort_keys=True)
+
+
+def _intent_path(intent_id: str, action: str = "") -> str:
+    """``/v1/payment_intents/<id><action>``, the id quoted as stripe-python quotes it."""
+    return f"/v1/payment_intents/{quote_plus(intent_id)}{action}"
 
 
 def creation_key(payment: Payment) -> str:

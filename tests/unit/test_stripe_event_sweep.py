@@ -2,7 +2,10 @@
 ``types[]``, ``starting_after`` / ``ending_before``, ``created[gt]``), answering 429 to the
 third page of the first read: the two pages already read are applied and their cursor stored,
 and the next sweep reads the rest, each event once. The fake Stripe is the HTTP layer only:
-the gateway, the reconciler and the use case are the product's."""
+the gateway, the reconciler and the use case are the product's.
+
+The fake answers the Stripe client's requests (``raw_request``: method, path, parameters) with
+Stripe's JSON; only the HTTP below it is left out."""
 
 from __future__ import annotations
 
@@ -25,21 +28,14 @@ from tests.fakes import FakePaymentRepository
 
 
 @dataclass
-class Obj:
+class Answer:
+    """What ``StripeClient.raw_request`` returns: the answer's JSON as ``data``."""
+
     data: dict[str, Any]
 
-    @property
-    def id(self) -> str:
-        return str(self.data["id"])
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
-
-
-@dataclass
-class Page:
-    data: list[Obj]
-    has_more: bool
+def page(events: list[dict[str, Any]], has_more: bool) -> Answer:
+    return Answer({"object": "list", "data": events, "has_more": has_more})
 
 
 class RealStripeEvents:
@@ -51,7 +47,7 @@ class RealStripeEvents:
         self.page_requests: list[dict[str, Any]] = []
         self.fail_on_page: int | None = None
 
-    def list(self, params: dict[str, Any]) -> Page:
+    def list(self, params: dict[str, Any]) -> Answer:
         if params.get("limit") == 100:
             self.page_requests.append(params)
             if len(self.page_requests) == self.fail_on_page:
@@ -66,21 +62,26 @@ class RealStripeEvents:
         limit = int(params["limit"])
         if "starting_after" in params:
             window = newest_first[ids.index(params["starting_after"]) + 1 :]
-            return Page([Obj(e) for e in window[:limit]], len(window) > limit)
+            return page(window[:limit], len(window) > limit)
         if "ending_before" in params:
             window = newest_first[: ids.index(params["ending_before"])]
-            return Page([Obj(e) for e in window[-limit:]], len(window) > limit)
-        return Page([Obj(e) for e in newest_first[:limit]], len(newest_first) > limit)
+            return page(window[-limit:], len(window) > limit)
+        return page(newest_first[:limit], len(newest_first) > limit)
 
 
 class RealStripe:
-    def __init__(self, events: RealStripeEvents) -> None:
-        self.v1 = self
-        self.events = events
-        self.payment_intents = self
+    """The client: events listed as Stripe lists them; the intents list refuses ``created``
+    (as the local stand-in does), so the sweep runs on events alone."""
 
-    def list(self, params: dict[str, Any]) -> Page:  # payment_intents.list
-        raise stripe.InvalidRequestError("Received unknown parameter: created", "created")
+    def __init__(self, events: RealStripeEvents) -> None:
+        self.events = events
+
+    def raw_request(self, method: str, path: str, **params: Any) -> Answer:
+        if (method, path) == ("get", "/v1/events"):
+            return self.events.list(params)
+        if (method, path) == ("get", "/v1/payment_intents"):
+            raise stripe.InvalidRequestError("Received unknown parameter: created", "created")
+        raise AssertionError(f"the sweep made an unexpected request: {method} {path} {params}")
 
 
 def succeeded_event(n: int, payment_id: uuid.UUID, created: int) -> dict[str, Any]:
