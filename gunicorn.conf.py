@@ -44,6 +44,13 @@ def post_fork(server: Any, worker: Any) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
+def post_worker_init(worker: Any) -> None:
+    # The app is loaded (modules, pools): keep the collector's full scans off it.
+    from payments.bootstrap import freeze_startup_heap
+
+    freeze_startup_heap()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
