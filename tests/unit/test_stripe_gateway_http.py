@@ -30,6 +30,11 @@ INTENT = {
 }
 
 
+def error(kind: str, code: str, param: str, message: str) -> dict[str, Any]:
+    """Stripe's error body."""
+    return {"error": {"type": kind, "code": code, "param": param, "message": message}}
+
+
 class StandIn(ThreadingHTTPServer):
     """Answers as Stripe (or as a forward proxy in front of it): ``seen`` keeps each request
     line's target (an absolute URL when it came as a proxy request) and its headers."""
@@ -61,22 +66,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self) -> tuple[int, dict[str, Any]]:
         if "/v1/payment_intents/pi_missing" in self.path:
-            missing = {
-                "type": "invalid_request_error",
-                "code": "resource_missing",
-                "param": "intent",
-                "message": "No such payment_intent: 'pi_missing'",
-            }
-            return 404, {"error": missing}
+            message = "No such payment_intent: 'pi_missing'"
+            return 404, error("invalid_request_error", "resource_missing", "intent", message)
         if "/v1/payment_intents/pi_declined/confirm" in self.path:
-            declined = {
-                "type": "card_error",
-                "code": "card_declined",
-                "decline_code": "insufficient_funds",
-                "param": "payment_method",
-                "message": "Your card has insufficient funds.",
-            }
-            return 402, {"error": declined}
+            message = "Your card has insufficient funds."
+            body = error("card_error", "card_declined", "payment_method", message)
+            body["error"]["decline_code"] = "insufficient_funds"
+            return 402, body
         if "/v1/payment_intents/pi_declined" in self.path:
             return 200, {**INTENT, "id": "pi_declined", "status": "requires_confirmation"}
         return 200, INTENT
