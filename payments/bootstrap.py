@@ -58,11 +58,13 @@ class Core:
 def freeze_startup_heap() -> None:
     """Leave what the process holds now (its modules, the app, its pools) out of the garbage
     collector's later scans. A full collection scans every tracked object with the GIL held,
-    so every thread of the process waits: here 73 ms over the worker's imported modules alone,
-    a stall for each request, scrape and change in flight when it comes. Call it once the
-    process has built what it keeps, after a fork (the API's workers) or before its loop starts
-    (the worker). Frozen objects are still freed when their last reference goes; only a cycle
-    among them would stay, so it is called before any request is served.
+    so every thread of the process waits: 58-211 ms in an API worker under load here, a stall
+    for each request and scrape in flight when it comes. gunicorn calls it in each API worker
+    once the app is loaded (``post_worker_init``), before it serves. Frozen objects are still
+    freed when their last reference goes; only a cycle among them would stay.
+
+    The Faust worker does not call it: with it, a worker started among others crashed in
+    Faust's standby recovery in two CI runs in a row (README, Benchmarks).
     """
     gc.collect()
     gc.freeze()

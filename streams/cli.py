@@ -13,7 +13,6 @@ import requests
 from faust.cli import option
 from kafka.errors import KafkaError
 
-from payments.bootstrap import freeze_startup_heap
 from payments.settings import Settings
 from streams.app import PaymentsWorker
 from streams.topics import create_missing_topics
@@ -102,7 +101,6 @@ def main() -> None:
                 print(f"payments-worker: created topics {', '.join(created)}", flush=True)
     worker = PaymentsWorker(settings)
     add_commands(worker.app, settings)
-    freeze_startup_heap()
     worker.app.main()
 
 
