@@ -296,7 +296,8 @@ def run(ctx: Context) -> list[Figure]:
         # stay due (no database rows: nothing removes the entries), so each cycle in the window
         # does the same work: the window's CPU and calls are shared between them.
         in_window = max(1, cycles_done(worker, auth) - cycles0)
-        cycle_seconds = float(report.get("duration_seconds", result.get("seconds", float("nan"))))  # type: ignore[arg-type]
+        wall = report.get("duration_seconds", result.get("seconds"))  # the POST's, if no report
+        cycle_seconds = float("nan") if wall is None else float(wall)  # type: ignore[arg-type]
         applied_meanwhile = max(0, worker.applied(kafka) - (total + changes))
         own_cpu = max(0.0, cycle_cpu - cpu_per_change * applied_meanwhile) / in_window
         rss_cycle = max(cycle_probe.rss_mib, default=float("nan"))

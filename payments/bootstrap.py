@@ -9,7 +9,6 @@ running worker).
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,21 +52,6 @@ class Core:
         for close in reversed(self.closers):
             close()
         self.closers.clear()
-
-
-def freeze_startup_heap() -> None:
-    """Leave what the process holds now (its modules, the app, its pools) out of the garbage
-    collector's later scans. A full collection scans every tracked object with the GIL held,
-    so every thread of the process waits: 58-211 ms in an API worker under load here, a stall
-    for each request and scrape in flight when it comes. gunicorn calls it in each API worker
-    once the app is loaded (``post_worker_init``), before it serves. Frozen objects are still
-    freed when their last reference goes; only a cycle among them would stay.
-
-    The Faust worker does not call it: with it, a worker started among others crashed in
-    Faust's standby recovery in two CI runs in a row (README, Benchmarks).
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def reconcile_policy(settings: Settings) -> ReconcilePolicy:
