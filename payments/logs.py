@@ -28,6 +28,7 @@ def _json_formatter() -> logging.Formatter:
     return structlog.stdlib.ProcessorFormatter(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,  # the traceback as text, not a tuple's repr
             structlog.processors.JSONRenderer(),
         ],
         foreign_pre_chain=[*_shared(), structlog.stdlib.add_logger_name],

@@ -37,3 +37,22 @@ def test_stripe_pythons_per_request_lines_are_not_logged_but_its_warnings_are(
         "payment stored",
     ]
     assert lines[1]["payment_id"] == "p-1"
+
+
+def test_a_librarys_exception_is_logged_with_its_traceback(logged: io.StringIO) -> None:
+    """Faust and aiokafka log their crashes through stdlib logging: the line must say where the
+    error was raised, not ``<traceback object at 0x…>``."""
+
+    def seek_to(offset: int) -> None:
+        raise ValueError("Offset must be a positive integer")
+
+    try:
+        seek_to(-2)
+    except ValueError:
+        logging.getLogger("faust.tables.recovery").exception("Recovery crashed")
+    (line,) = [json.loads(x) for x in logged.getvalue().splitlines()]
+    assert line["event"] == "Recovery crashed"
+    assert "Traceback (most recent call last)" in line["exception"]
+    assert "in seek_to" in line["exception"]
+    assert "ValueError: Offset must be a positive integer" in line["exception"]
+    assert "exc_info" not in line
