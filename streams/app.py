@@ -34,6 +34,7 @@ from streams.blocking import CHANGE_APPLIED, PartitionBlocks
 from streams.emitter import StatusEmitter
 from streams.metrics import WorkerMetrics
 from streams.open_table import OpenTable, partition_items, partitions_of
+from streams.recovery import TableManager
 from streams.retry import until_done
 from streams.sequence import ChangeSequence, KafkaRangeReader, RangeReader, Record
 from streams.topics import Tables, Topics, declare
@@ -95,6 +96,8 @@ class PaymentsWorker:
             producer_linger=0.005,
             # Faust's own, aiokafka's and stripe-python's records as JSON lines, like ours.
             logging_config=stdlib_logging_config(settings.log_level),
+            # Recovery that starts over, instead of crashing, when a rebalance comes mid-way.
+            TableManager=TableManager,
         )
         self.topics: Topics
         self.tables: Tables

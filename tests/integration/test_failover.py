@@ -197,7 +197,18 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
     with three_workers(settings, tmp_path) as procs:
         urls = list(procs)
 
+        def none_exited(among: list[str]) -> None:
+            """A worker that died (a crash, not our kill) fails the test at once, with why."""
+            for url in among:
+                if procs[url].poll() is not None:
+                    port = url.rsplit(":", 1)[1]
+                    tail = (tmp_path / f"worker-{port}.log").read_text(errors="replace")
+                    raise AssertionError(
+                        f"worker {url} exited ({procs[url].returncode}): ...{tail[-3000:]}"
+                    )
+
         def assignment() -> dict[str, list[int]] | None:
+            none_exited(urls)
             found = {u: get(u, "/stats/")["partitions"]["active"] for u in urls}
             spread = sorted(p for parts in found.values() for p in parts)
             return found if spread == list(range(6)) and all(found.values()) else None
@@ -234,13 +245,7 @@ def test_a_killed_worker_hands_its_partitions_over_without_losing_an_event(
         load.join()
 
         def survivors_share() -> dict[str, list[int]] | None:
-            for url in survivors:
-                if procs[url].poll() is not None:  # a survivor died: say why, at once
-                    port = url.rsplit(":", 1)[1]
-                    tail = (tmp_path / f"worker-{port}.log").read_text(errors="replace")
-                    raise AssertionError(
-                        f"survivor {url} exited ({procs[url].returncode}): ...{tail[-3000:]}"
-                    )
+            none_exited(survivors)
             found = {u: get(u, "/stats/")["partitions"]["active"] for u in survivors}
             spread = sorted(p for parts in found.values() for p in parts)
             return found if spread == list(range(6)) else None
