@@ -16,6 +16,7 @@ from faust.types import TP
 
 from payments.settings import Settings
 from streams.app import PaymentsWorker
+from streams.recovery import Recovery, TableManager
 from tests.unit.test_worker_records import NoBroker
 
 
@@ -27,12 +28,32 @@ class SeekingConsumer:
         self.seeks.append(dict(partitions))
 
 
+def recovery_of(worker: PaymentsWorker) -> Recovery:
+    """The worker's table recovery: ours (the app's ``TableManager`` setting), not Faust's."""
+    tables = worker.app.tables
+    assert isinstance(tables, TableManager)
+    return tables.recovery
+
+
+async def seek_standbys(recovery: Recovery, consumer: SeekingConsumer) -> None:
+    """What Faust's recovery loop does once its actives are read: seek the standby partitions
+    to their offsets, through its own wait (which also answers a rebalance signal)."""
+    await recovery._wait(
+        recovery._seek_offsets(
+            consumer,  # type: ignore[arg-type]
+            recovery.standby_tps,
+            recovery.standby_offsets,
+            "standby",
+        )
+    )
+
+
 def test_a_rebalance_after_the_standby_offsets_were_built_restarts_recovery_before_any_seek() -> (
     None
 ):
     worker = PaymentsWorker(Settings(), store="memory://", reader=NoBroker())
     app, table = worker.app, worker.tables.open
-    recovery = app.tables.recovery
+    recovery = recovery_of(worker)
     changelog = table.changelog_topic.get_topic_name()
     built, added = TP(changelog, 1), TP(changelog, 4)
     consumer = SeekingConsumer()
@@ -51,15 +72,7 @@ def test_a_rebalance_after_the_standby_offsets_were_built_restarts_recovery_befo
             generation_id=app.consumer_generation_id,
         )
         assert recovery.standby_offsets[added] is None  # not built: Faust's loop builds it
-        # The loop now seeks its standby partitions, as it does, through its own wait.
-        await recovery._wait(
-            recovery._seek_offsets(
-                consumer,  # type: ignore[arg-type]
-                recovery.standby_tps,
-                recovery.standby_offsets,
-                "standby",
-            )
-        )
+        await seek_standbys(recovery, consumer)
 
     with pytest.raises(RebalanceAgain):  # the loop's answer to it: start over (``continue``)
         worker.app.loop.run_until_complete(scenario())
@@ -69,7 +82,7 @@ def test_a_rebalance_after_the_standby_offsets_were_built_restarts_recovery_befo
 def test_without_a_rebalance_the_standby_partitions_are_sought_to_their_built_offsets() -> None:
     worker = PaymentsWorker(Settings(), store="memory://", reader=NoBroker())
     table = worker.tables.open
-    recovery = worker.app.tables.recovery
+    recovery = recovery_of(worker)
     changelog = table.changelog_topic.get_topic_name()
     consumer = SeekingConsumer()
 
@@ -77,14 +90,7 @@ def test_without_a_rebalance_the_standby_partitions_are_sought_to_their_built_of
         for partition, offset in ((1, 41), (4, -1)):
             recovery.add_standby(table, TP(changelog, partition))
             recovery.standby_offsets[TP(changelog, partition)] = offset
-        await recovery._wait(
-            recovery._seek_offsets(
-                consumer,  # type: ignore[arg-type]
-                recovery.standby_tps,
-                recovery.standby_offsets,
-                "standby",
-            )
-        )
+        await seek_standbys(recovery, consumer)
 
     worker.app.loop.run_until_complete(scenario())
     # Faust seeks to the last offset read (re-reading it), and -1 (nothing read) to 0.
