@@ -11,9 +11,8 @@ should have started its recovery over for the new assignment.
 
 Here every seek first looks at that signal: the offsets were built for an assignment that is
 gone, so the loop starts over (``RebalanceAgain``, which it already handles for its waits).
-``_seek_offsets`` is private to Faust's recovery: faust-streaming is pinned (0.15.3), and the
-unit tests drive this through Faust's own ``on_rebalance`` and wait, so an upgrade that moves
-it fails them.
+``_seek_offsets`` is private to Faust's recovery: faust-streaming is pinned (0.15.3), and a unit
+test fails if its loop stops seeking through it (both seeks, active and standby).
 """
 
 from __future__ import annotations
