@@ -13,7 +13,6 @@ a fresh directory before any worker imports prometheus_client, and forgets dead 
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import sys
@@ -46,14 +45,10 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    # The app is loaded (modules, pools): leave it out of the garbage collector's later scans.
-    # A full collection scans every tracked object with the GIL held, so every thread of the
-    # worker waits: 58-211 ms each under load here (README, Benchmarks). Frozen objects are still
-    # freed when their last reference goes; only a cycle among them would stay. (The Faust worker
-    # does not freeze: with it, a worker started among others crashed in Faust's standby
-    # recovery in two CI runs in a row.)
-    gc.collect()
-    gc.freeze()
+    # The app is loaded (modules, pools): keep the collector's full scans off it.
+    from payments.bootstrap import freeze_startup_heap
+
+    freeze_startup_heap()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -9,6 +9,7 @@ running worker).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,20 @@ class Core:
         for close in reversed(self.closers):
             close()
         self.closers.clear()
+
+
+def freeze_startup_heap() -> None:
+    """Leave what the process holds now (its modules, the app, its pools) out of the garbage
+    collector's later scans. A full collection scans every tracked object with the GIL held,
+    so every thread of the process waits: 58-211 ms in an API worker under load here, 73 ms
+    over the worker's imported modules alone, a stall for each request, scrape and change in
+    flight when it comes. Called once the process has built what it keeps, before it serves:
+    in each API worker after the fork (gunicorn's ``post_worker_init``), in the worker before
+    its loop starts. Frozen objects are still freed when their last reference goes; only a
+    cycle among them would stay.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def reconcile_policy(settings: Settings) -> ReconcilePolicy:

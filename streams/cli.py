@@ -4,7 +4,6 @@ and reconciliation figures."""
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 from typing import Any
@@ -14,6 +13,7 @@ import requests
 from faust.cli import option
 from kafka.errors import KafkaError
 
+from payments.bootstrap import freeze_startup_heap
 from payments.settings import Settings
 from streams.app import PaymentsWorker
 from streams.topics import create_missing_topics
@@ -102,11 +102,7 @@ def main() -> None:
                 print(f"payments-worker: created topics {', '.join(created)}", flush=True)
     worker = PaymentsWorker(settings)
     add_commands(worker.app, settings)
-    # What the worker has built (its modules, the app) is left out of the collector's later full
-    # scans, which hold the GIL: 73 ms over the imported modules alone, a stall for every change,
-    # scrape and heartbeat in flight. gunicorn.conf.py does the same in each API worker.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
     worker.app.main()
 
 
