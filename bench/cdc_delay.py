@@ -4,8 +4,9 @@ rate. Two measurements of the same rows:
 * the real worker's own histogram ``payments_cdc_delay_seconds`` (observed by the change agent
   when it applies a record: now - Debezium's ``source.ts_ms``, the commit time), read before and
   after, p50/p99 from the bucket deltas (Prometheus' interpolation);
-* exact per-record delays commit -> record readable in Kafka, from a consumer in this process
-  (a lower bound: the worker applies the record after it is readable).
+* exact per-record delays commit -> record produced to Kafka (the record's timestamp, set by
+  Connect's producer), read back after the inserts (a lower bound: the worker applies the
+  record after it is on the topic).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from bench.stack import Context, get_text, wait_for, wait_worker_caught_up
 
 HISTOGRAM = "payments_cdc_delay_seconds"
 INSERT_THREADS = 2
+# The issue: keep the p99 under 250 ms at 500/s (a bucket bound of the worker's histogram).
+TARGET_SECONDS = 0.25
 
 
 def run(ctx: Context) -> list[Figure]:
@@ -56,26 +59,23 @@ def measure(ctx: Context, rate: float, run_prefix: str, *, target: bool) -> Figu
     prefix = f"{run_prefix}{rate:.0f}-"
     metrics_url = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
 
+    # Positioned at the topic's end now, read only once the inserts are done: a consumer
+    # decoding every record while they run takes a third of a core from the stack measured.
     consumer = ctx.kafka.consumer(settings.cdc_payments_topic, from_end=True)
     delays_ms: list[float] = []
-    stop = threading.Event()
 
-    def observe() -> None:
-        while not stop.is_set():
-            for records in consumer.poll(timeout_ms=100).values():
-                now_ms = time.time() * 1000
-                for record in records:
-                    doc = json.loads(record.value) if record.value else None
-                    after = (doc or {}).get("after") or {}
-                    if (
-                        doc
-                        and doc.get("op") == "c"
-                        and after.get("idempotency_key", "").startswith(prefix)
-                    ):
-                        delays_ms.append(now_ms - doc["source"]["ts_ms"])
+    def read_back() -> bool:
+        """One poll; True once every inserted row was read."""
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                if not record.value or prefix.encode() not in record.value:
+                    continue
+                doc = json.loads(record.value)
+                if doc.get("op") == "c":
+                    # The record's timestamp: when Connect produced it (CreateTime).
+                    delays_ms.append(record.timestamp - doc["source"]["ts_ms"])
+        return len(delays_ms) >= total
 
-    observer = threading.Thread(target=observe, name="cdc-observer", daemon=True)
-    observer.start()
     before = parse_histogram(get_text(metrics_url, ctx.operator_auth), HISTOGRAM)
 
     inserted = [0] * INSERT_THREADS
@@ -120,10 +120,8 @@ def measure(ctx: Context, rate: float, run_prefix: str, *, target: bool) -> Figu
     achieved = total / elapsed
     say(f"cdc: {total:,} rows inserted in {elapsed:.1f}s ({achieved:.0f}/s achieved)")
     try:
-        wait_for("every inserted row to reach Kafka", lambda: len(delays_ms) >= total, timeout=120)
+        wait_for("every inserted row to reach Kafka", read_back, timeout=120)
     finally:
-        stop.set()
-        observer.join(timeout=5)
         consumer.close()
     wait_worker_caught_up(ctx)
     time.sleep(1.5)  # the agent observes the histogram as it applies; let the last ones land
@@ -131,7 +129,8 @@ def measure(ctx: Context, rate: float, run_prefix: str, *, target: bool) -> Figu
     observed = bucket_delta(before, after)
     p50 = histogram_quantile(0.5, observed)
     p99 = histogram_quantile(0.99, observed)
-    under_1s = share_at_or_below(1.0, observed)
+    # The issue's target, checked on a bucket bound (exact, not interpolated).
+    within = share_at_or_below(TARGET_SECONDS, observed)
     kafka_p50 = percentile(delays_ms, 0.5) / 1000
     kafka_p99 = percentile(delays_ms, 0.99) / 1000
     return Figure(
@@ -139,12 +138,13 @@ def measure(ctx: Context, rate: float, run_prefix: str, *, target: bool) -> Figu
         f"p50 {format_seconds(p50)}, p99 {format_seconds(p99)}",
         "— (absolute)",
         None,
-        "p99 < 1 s" if target else "(context)",
-        under_1s >= 0.99 if target else None,
+        f"p99 < {format_seconds(TARGET_SECONDS)}" if target else "(context)",
+        within >= 0.99 if target else None,
         f"{total:,} single-row commits at {achieved:.0f}/s achieved (asked {rate:.0f}/s); "
         f"worker histogram buckets (0.05/0.1/0.25/0.5/1 s, interpolated), "
-        f"{under_1s:.1%} ≤ 1 s over {get_histogram_total(observed):,.0f} records "
-        f"(includes any other traffic meanwhile); commit → readable in Kafka, exact: "
+        f"{within:.1%} ≤ {format_seconds(TARGET_SECONDS)} over "
+        f"{get_histogram_total(observed):,.0f} records "
+        f"(includes any other traffic meanwhile); commit → produced to Kafka (record timestamps): "
         f"p50 {format_seconds(kafka_p50)}, p99 {format_seconds(kafka_p99)}",
         {
             "rows": total,
@@ -153,7 +153,7 @@ def measure(ctx: Context, rate: float, run_prefix: str, *, target: bool) -> Figu
             "histogram_delta": [[b if b != float("inf") else "+Inf", c] for b, c in observed],
             "p50_seconds": p50,
             "p99_seconds": p99,
-            "share_le_1s": under_1s,
+            "share_within_target": within,
             "kafka_p50_seconds": kafka_p50,
             "kafka_p99_seconds": kafka_p99,
         },

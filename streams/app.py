@@ -38,6 +38,7 @@ from streams.recovery import TableManager
 from streams.retry import until_done
 from streams.sequence import ChangeSequence, KafkaRangeReader, RangeReader, Record
 from streams.topics import Tables, Topics, declare
+from streams.transport import App
 
 log = get_logger("streams")
 # How often, and how much at a time, each partition is combed for `emitted` entries older than
@@ -71,7 +72,8 @@ class PaymentsWorker:
     ) -> None:
         configure_logging(settings.log_level)
         self.settings = settings
-        self.app = faust.App(
+        # Faust's app, its consumer fetching in batches (streams.transport).
+        self.app = App(
             settings.worker_app_id,
             broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",")],
             store=store,
