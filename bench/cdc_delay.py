@@ -64,14 +64,17 @@ def measure(ctx: Context, rate: float, run_prefix: str, *, target: bool) -> Figu
     consumer = ctx.kafka.consumer(settings.cdc_payments_topic, from_end=True)
     delays_ms: list[float] = []
 
+    marker = prefix.encode()
+
     def read_back() -> bool:
         """One poll; True once every inserted row was read."""
         for records in consumer.poll(timeout_ms=500).values():
             for record in records:
-                if not record.value or prefix.encode() not in record.value:
-                    continue
+                if not record.value or marker not in record.value:
+                    continue  # not this run's row: not worth decoding
                 doc = json.loads(record.value)
-                if doc.get("op") == "c":
+                key = (doc.get("after") or {}).get("idempotency_key", "")
+                if doc.get("op") == "c" and key.startswith(prefix):
                     # The record's timestamp: when Connect produced it (CreateTime).
                     delays_ms.append(record.timestamp - doc["source"]["ts_ms"])
         return len(delays_ms) >= total

@@ -5,7 +5,7 @@ never applies): the broker answers a fetch as soon as one record is there. At a 
 changes a second that is a fetch, a hand-over from the consumer's thread and a wake-up of the
 agent for every few records, and on two shared cores the worker spent more on that than on the
 changes: it fell 1-2 s behind and stayed there (``make bench``'s CDC delay, p50 1.3-4.4 s in
-nine runs). Here the broker holds a fetch until ``FETCH_MIN_BYTES`` are there or
+18 runs). Here the broker holds a fetch until ``FETCH_MIN_BYTES`` are there or
 ``FETCH_MAX_WAIT_MS`` has passed, so a change waits at most that long for its fetch, and a
 backlog is still fetched at once.
 
