@@ -231,7 +231,7 @@ def test_reconciliation_takes_at_most_half_the_budget_and_customers_the_rest(
 
 def test_one_gateway_serves_many_threads_at_once(s: Settings) -> None:
     """The API's request threads (gthread) share one gateway: each call gets its own answer
-    (stripe-python keeps one HTTP session per thread) and every attempt is counted once."""
+    (the threads share one pool of connections) and every attempt is counted once."""
     from concurrent.futures import ThreadPoolExecutor
 
     gateway = StripeGateway(s, RateLimiter(1000, burst=100))

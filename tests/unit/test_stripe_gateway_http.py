@@ -1,11 +1,13 @@
 """The gateway's HTTP, against a small Stripe stand-in on a local port (no stack needed): a proxy
-in the environment when the gateway is made carries every call, ``NO_PROXY`` is honoured, and
-Stripe's JSON answers and error answers come back as our intents and our errors."""
+in the environment when the gateway is made carries every call, ``NO_PROXY`` is honoured,
+Stripe's JSON answers and error answers come back as our intents and our errors, a Stripe that
+does not answer fails the call within its timeout, and calls reuse their connections."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +17,7 @@ import pytest
 
 from payments.adapters.rate_limit import RateLimiter
 from payments.adapters.stripe_gateway import StripeGateway
-from payments.domain.errors import ProviderDeclined, ProviderObjectMissing
+from payments.domain.errors import ProviderDeclined, ProviderObjectMissing, RetryableError
 from payments.settings import Settings
 
 INTENT = {
@@ -42,6 +44,8 @@ class StandIn(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.connections = 0
+        self.hold = threading.Event()  # set: the handler may stop holding a slow answer
 
     @property
     def url(self) -> str:
@@ -50,6 +54,12 @@ class StandIn(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: StandIn
+    protocol_version = "HTTP/1.1"  # keep-alive, as Stripe
+    wbufsize = -1  # the head and the body in one write (no wait on a delayed ACK)
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -65,6 +75,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _route(self) -> tuple[int, dict[str, Any]]:
+        if "/v1/payment_intents/pi_slow" in self.path:
+            self.server.hold.wait(10)  # longer than the gateway's timeout
         if "/v1/payment_intents/pi_missing" in self.path:
             message = "No such payment_intent: 'pi_missing'"
             return 404, error("invalid_request_error", "resource_missing", "intent", message)
@@ -89,13 +101,19 @@ def standin() -> Iterator[StandIn]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
+    server.hold.set()
     server.shutdown()
     server.server_close()
 
 
-def gateway(api_base: str) -> StripeGateway:
-    settings = Settings(stripe_secret_key="sk_test_unit", stripe_api_base=api_base)
-    return StripeGateway(settings, RateLimiter(1000, burst=1000), max_retries=0)
+def gateway(api_base: str, *, timeout: float = 10.0, retries: int = 0) -> StripeGateway:
+    settings = Settings(
+        stripe_secret_key="sk_test_unit",
+        stripe_api_base=api_base,
+        stripe_timeout_seconds=timeout,
+        stripe_max_retries=retries,
+    )
+    return StripeGateway(settings, RateLimiter(1000, burst=1000))
 
 
 def _clear_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,3 +171,43 @@ def test_stripe_error_answers_become_our_errors(
     with pytest.raises(ProviderDeclined) as declined:
         gw.confirm_intent("pi_declined", "pm_card_visa", idempotency_key="confirm-1")
     assert (declined.value.code, declined.value.field) == ("card_declined", "payment_method")
+
+
+def test_a_stripe_that_does_not_answer_fails_the_call_within_its_timeouts(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stripe takes the connection and the request, and says nothing: each attempt ends at the
+    read timeout, the retry too, and the caller gets a retryable error, not a hang."""
+    _clear_proxies(monkeypatch)
+    gw = gateway(standin.url, timeout=0.5, retries=1)
+
+    started = time.monotonic()
+    with pytest.raises(RetryableError, match="unreachable"):
+        gw.retrieve_intent("pi_slow")
+    waited = time.monotonic() - started
+
+    assert gw.calls == 2  # the attempt and its one retry, each sent
+    assert len(standin.seen) == 2
+    assert 1.0 <= waited < 5.0  # two read timeouts and a backoff, far from the stand-in's 10 s
+
+
+def test_calls_reuse_their_connections(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection to Stripe is opened once and kept (a TLS handshake per call would cost more
+    than the call): 10 calls in a row use one; 40 more from 4 threads open at most 4 more."""
+    _clear_proxies(monkeypatch)
+    gw = gateway(standin.url)
+
+    def calls(_: int = 0) -> None:
+        for _ in range(10):
+            assert gw.retrieve_intent("pi_1").id == "pi_1"
+
+    calls()
+    assert standin.connections == 1
+    threads = [threading.Thread(target=calls, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(standin.seen) == 50 and gw.calls == 50
+    assert standin.connections <= 5
