@@ -22,6 +22,7 @@ tokens from the deployment's budget row, one round trip each.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import threading
@@ -33,12 +34,22 @@ from pathlib import Path
 import requests
 
 from bench.envelopes import pending_insert, succeeded_update
-from bench.report import Figure, format_rate, format_seconds, percentile, say
+from bench.report import (
+    Buckets,
+    Figure,
+    bucket_delta,
+    format_rate,
+    format_seconds,
+    parse_histogram,
+    percentile,
+    say,
+)
 from bench.stack import Context, Kafka, ScratchWorker, rss_kib, wait_applied
 from bench.stripe_standin import StripeStandIn, intent_id
 
 MEMORY_TARGET_MIB = 500
 LATENCY_TARGET_SECONDS = 0.05
+LOOP_LAG = "payments_worker_loop_lag_seconds"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -57,7 +68,10 @@ def cycles_done(worker: ScratchWorker, auth: tuple[str, str] | None) -> int:
 
 
 class Probe:
-    """``/metrics`` and ``/stats/`` answer times and the RSS, sampled every ``interval``."""
+    """``/metrics`` and ``/stats/`` answer times and the RSS, sampled every ``interval``; and
+    the worker's own event-loop lag over the same time (its histogram, from the first and the
+    last ``/metrics`` read), which tells a slow answer of the worker's from one of the client's
+    or the machine's."""
 
     def __init__(self, worker: ScratchWorker, auth: tuple[str, str] | None) -> None:
         self.worker = worker
@@ -65,6 +79,9 @@ class Probe:
         self.times: dict[str, list[float]] = {"/metrics": [], "/stats/": []}
         self.rss_mib: list[float] = []
         self.failures = 0
+        # The loop-lag histogram at the first and at the last /metrics read.
+        self.lag_first: Buckets | None = None
+        self.lag_last: Buckets | None = None
 
     @contextmanager
     def sampling(self, interval: float = 0.5) -> Iterator[Probe]:
@@ -83,6 +100,9 @@ class Probe:
                         resp = session.get(self.worker.url + path, auth=self.auth, timeout=30)
                         if resp.status_code == 200:
                             found.append(time.perf_counter() - started)
+                            if path == "/metrics":
+                                self.lag_last = parse_histogram(resp.text, LOOP_LAG)
+                                self.lag_first = self.lag_first or self.lag_last
                         else:
                             self.failures += 1
                     except requests.RequestException:
@@ -106,6 +126,22 @@ class Probe:
     def count(self) -> int:
         return sum(len(v) for v in self.times.values())
 
+    def loop_lag(self) -> str:
+        """How often the worker's loop woke late meanwhile, and the worst bucket it reached."""
+        if self.lag_first is None or self.lag_last is None:
+            return "loop lag not read"
+        delta = bucket_delta(self.lag_first, self.lag_last)
+        total = delta[-1][1] if delta else 0.0
+        if total <= 0:
+            return "loop lag not read"
+        late = {le: total - count for le, count in delta}
+        worst = next(le for le, count in delta if count >= total)
+        bound = "beyond the last bucket" if math.isinf(worst) else f"<= {format_seconds(worst)}"
+        return (
+            f"worker loop late > 50 ms {late.get(0.05, 0):.0f}, > 250 ms {late.get(0.25, 0):.0f} "
+            f"of {total:.0f} wakeups (worst {bound})"
+        )
+
     def text(self) -> str:
         parts = []
         for path, found in self.times.items():
@@ -114,7 +150,7 @@ class Probe:
                     f"{path} p50 {format_seconds(percentile(found, 0.5))}, "
                     f"max {format_seconds(max(found))} ({len(found)})"
                 )
-        return "; ".join(parts) or "no answer"
+        return "; ".join([*parts, self.loop_lag()]) if parts else "no answer"
 
 
 def _probe_restart(

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,8 +52,60 @@ PURGE_CHUNK = 2_000
 # stream does not suspend while its buffer holds records, so a run of changes would otherwise
 # hold up the web views (/metrics, /stats/), the heartbeats and the producer's callbacks.
 YIELD_EVERY_SECONDS = 0.005
+# How often the event loop's lag is sampled (``payments_worker_loop_lag_seconds``), and how
+# long it may go without waking the sampler before ``LoopWatch`` logs what holds it.
+LOOP_LAG_PROBE_SECONDS = 0.1
+LOOP_HELD_SECONDS = 1.0
 # Failed reconciliation checks listed by /stats/ (and /ops), soonest next attempt first.
 WAITING_RETRY_SHOWN = 20
+
+
+async def sample_loop_lag(
+    observe: Callable[[float], None], period: float, beat: Callable[[], None] = lambda: None
+) -> None:
+    """Sleep ``period`` again and again and ``observe`` how much later than that the loop woke:
+    a callback or a write that holds the loop shows here, whatever it was. ``beat`` is called
+    at each wakeup (``LoopWatch``)."""
+    while True:
+        asked = time.monotonic()
+        await asyncio.sleep(period)
+        beat()
+        observe(max(0.0, time.monotonic() - asked - period))
+
+
+class LoopWatch:
+    """A thread that logs where the event loop's thread is, once, when the loop has not woken
+    the lag sampler for ``held_seconds``: the lag histogram says that the loop was held, this
+    says by what (the stack of the thread running it at that moment)."""
+
+    def __init__(self, held_seconds: float = LOOP_HELD_SECONDS) -> None:
+        self.held_seconds = held_seconds
+        self._beat = time.monotonic()
+        self._loop_thread = threading.get_ident()
+        self._stopped = threading.Event()
+
+    def beat(self) -> None:
+        self._beat = time.monotonic()
+
+    def start(self) -> None:
+        self._loop_thread = threading.get_ident()  # called from the loop's thread
+        self.beat()
+        threading.Thread(target=self._watch, name="loop-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        reported_beat = None
+        while not self._stopped.wait(self.held_seconds / 4):
+            beat = self._beat
+            held = time.monotonic() - beat
+            if held < self.held_seconds or reported_beat == beat:
+                continue
+            reported_beat = beat
+            frame = sys._current_frames().get(self._loop_thread)
+            stack = "".join(traceback.format_stack(frame)[-12:]) if frame else "(no frame)"
+            log.warning("event loop held", held_seconds=round(held, 3), stack=stack)
 
 
 @dataclass
@@ -160,6 +215,17 @@ class PaymentsWorker:
                 if time.monotonic() - yielded_at > YIELD_EVERY_SECONDS:
                     await asyncio.sleep(0)
                     yielded_at = time.monotonic()
+
+        @self.app.task  # type: ignore[untyped-decorator]
+        async def watch_loop_lag() -> None:
+            watch = LoopWatch()
+            watch.start()
+            try:
+                await sample_loop_lag(
+                    self.metrics.loop_lag.observe, LOOP_LAG_PROBE_SECONDS, watch.beat
+                )
+            finally:
+                watch.stop()
 
         @self.app.task  # type: ignore[untyped-decorator]
         async def declare_outputs() -> None:

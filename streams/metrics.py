@@ -97,6 +97,13 @@ class WorkerMetrics:
             "(swept events, listed and retrieved intents, expiries)",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "payments_worker_loop_lag_seconds",
+            "how much later than asked the event loop woke a task sleeping 0.1 s: while it is "
+            "late, changes, web answers and heartbeats wait",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=r,
+        )
         self.cycle_seconds = Histogram(
             "payments_reconcile_cycle_seconds", "duration of a reconciliation cycle", registry=r
         )

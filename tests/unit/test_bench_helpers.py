@@ -11,6 +11,7 @@ import pytest
 from bench.__main__ import parse_args
 from bench.envelopes import pending_insert, succeeded_update
 from bench.reconcile import VirtualClock, limited_stripe
+from bench.recovery import Probe
 from bench.report import (
     Figure,
     bucket_delta,
@@ -65,6 +66,18 @@ def test_a_delta_between_two_scrapes_counts_only_what_happened_between() -> None
     assert histogram_quantile(0.25, delta) == pytest.approx(0.1 + 0.9 * 0.5)
     with pytest.raises(ValueError, match="not a bucket bound"):
         share_at_or_below(0.7, delta)
+
+
+def test_the_probe_reports_how_often_the_worker_loop_woke_late_in_its_window() -> None:
+    """Counts between the first and the last read only: 3 wakeups late by more than 50 ms
+    (1 of them by more than 250 ms) out of 100 in the window."""
+    probe = Probe(worker=None, auth=None)  # type: ignore[arg-type]
+    assert probe.loop_lag() == "loop lag not read"
+    probe.lag_first = [(0.05, 500.0), (0.25, 505.0), (1.0, 510.0), (math.inf, 510.0)]
+    probe.lag_last = [(0.05, 597.0), (0.25, 604.0), (1.0, 610.0), (math.inf, 610.0)]
+    assert probe.loop_lag() == (
+        "worker loop late > 50 ms 3, > 250 ms 1 of 100 wakeups (worst <= 1.0 s)"
+    )
 
 
 def test_exact_percentiles_use_the_nearest_rank() -> None:
