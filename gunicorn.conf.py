@@ -4,8 +4,10 @@ Threads, not processes, carry the concurrency: a payment's request spends most o
 waiting on Stripe (hundreds of ms), during which a sync worker could serve nobody else. Each
 worker process runs ``API_THREADS`` request threads (gthread), and its database pools may grow
 to as many connections, so no thread waits for a connection another thread only holds while
-Stripe answers. Workers are never recycled (``max_requests = 0``): a restart drops the pools,
-the metrics' process files and in-flight Stripe calls for nothing.
+Stripe answers. A reserve of those threads is kept for the requests that do not call Stripe
+(``API_RESERVED_THREADS``, an eighth; ``api/capacity.py``). Workers are never recycled
+(``max_requests = 0``): a restart drops the pools, the metrics' process files and in-flight
+Stripe calls for nothing.
 
 Several workers share one Prometheus view through ``PROMETHEUS_MULTIPROC_DIR``: the master makes
 a fresh directory before any worker imports prometheus_client, and forgets dead workers.
@@ -24,6 +26,10 @@ threads = int(os.environ.get("API_THREADS", "64"))
 max_requests = 0
 # The settings (payments.settings) read DB_POOL_MAX: one connection per thread at most.
 os.environ.setdefault("DB_POOL_MAX", str(threads))
+# Threads no request that calls Stripe may take (api/capacity.py): webhooks, /metrics and reads
+# find one free however slow Stripe is. The settings read API_STRIPE_SLOTS.
+reserved_threads = int(os.environ.get("API_RESERVED_THREADS", str(max(2, threads // 8))))
+os.environ.setdefault("API_STRIPE_SLOTS", str(max(1, threads - reserved_threads)))
 
 # The directory this master made (removed when it exits), or None when one was given.
 MADE_METRICS_DIR: str | None = None

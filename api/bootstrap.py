@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from api.capacity import StripeSlots
 from api.emitted import KafkaStatusEvents, StatusEventSource
 from api.metrics import OPS_REFRESH_SECONDS, Metrics, OpsGauges
 from ops.snapshot import BackgroundSnapshot, Observer, build_observer
@@ -27,6 +28,8 @@ class ApiServices:
     # A payment's payment-status-update events, for GET /payments/<id>/timeline.
     status_events: StatusEventSource
     verify_webhook: WebhookVerifier
+    # How many requests of this process may wait on Stripe at once (api/capacity.py).
+    stripe_slots: StripeSlots
     closers: list[Callable[[], None]] = field(default_factory=list)
     # What /ops shows (None with fakes: nothing to observe).
     observer: Observer | None = None
@@ -85,6 +88,7 @@ def build_api_services(
         core.readiness,
         status_events,
         core.verify_webhook,
+        StripeSlots(settings.api_stripe_slots),
         closers,
         observer,
     )

@@ -25,6 +25,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 
 from api.auth import DEV_TENANT, checkout_tokens, tokens_not_configured
 from api.bootstrap import ApiServices
+from api.capacity import stripe_bound
 from api.checkout_tokens import TokenRefused, TokensNotConfigured
 from api.demo_shop import (
     DEFAULT_ORDER,
@@ -146,6 +147,7 @@ def _merchant_checkout(token: str) -> Response:
 
 
 @checkout_bp.post("/checkout/orders")
+@stripe_bound
 def start_demo_order() -> Response:
     """The demo merchant's server-side step: price the order, create its payment, and hand the
     browser a token for that payment only."""

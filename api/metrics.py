@@ -168,6 +168,12 @@ class Metrics:
             ["type", "outcome"],
             registry=self.registry,
         )
+        self.busy = Counter(
+            "payments_api_busy_total",
+            "Requests answered 503 busy: every Stripe slot of the process was taken",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.payments_created = Counter(
             "payments_created_total",
             "Payments this API stored (a replayed idempotency key counts once)",

@@ -92,7 +92,11 @@ REPLAYED = {
 AUTHENTICATED = {
     "401": _problem("No bearer credential, or not a valid API key or checkout token"),
     "403": _problem("A checkout token used beyond its one payment's confirm and timeline"),
-    "503": _problem("Database or Stripe unavailable; retry after Retry-After", retry_after=True),
+    "503": _problem(
+        "Database or Stripe unavailable, or (a request that calls Stripe) every Stripe slot of "
+        "the process taken (busy); nothing was stored: retry after Retry-After",
+        retry_after=True,
+    ),
 }
 JSON_BODY = {
     "400": _problem("The body is not valid JSON"),
@@ -336,7 +340,9 @@ def _checkout_paths() -> dict[str, Any]:
                         retry_after=True,
                     ),
                     "503": _problem(
-                        "Database, Stripe or checkout tokens unavailable", retry_after=True
+                        "Database, Stripe or checkout tokens unavailable, or every Stripe slot "
+                        "of the process taken (busy)",
+                        retry_after=True,
                     ),
                 },
             }

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from api.auth import CallerKind, checkout_tokens, current_caller, tokens_not_configured
 from api.bootstrap import ApiServices
+from api.capacity import stripe_bound
 from api.checkout_tokens import TokensNotConfigured
 from api.ids import (
     IDEMPOTENCY_KEY_PATTERN,
@@ -145,6 +146,7 @@ def created_response(result: Any) -> Response:
 
 
 @bp.post("/payments")
+@stripe_bound
 def create_payment() -> Response:
     key = idempotency_key()
     body = CreatePaymentBody.model_validate(json_object())
@@ -208,6 +210,7 @@ def list_payments() -> Response:
 
 
 @bp.post("/payments/<raw_id>/cancel")
+@stripe_bound
 def cancel_payment(raw_id: str) -> Response:
     payment_id = _payment_id(raw_id)
     g.payment_id = str(payment_id)
@@ -216,6 +219,7 @@ def cancel_payment(raw_id: str) -> Response:
 
 
 @bp.post("/payments/<raw_id>/confirm")
+@stripe_bound
 def confirm_payment(raw_id: str) -> Response:
     payment_id = _payment_id(raw_id)
     g.payment_id = str(payment_id)

@@ -10,7 +10,9 @@ the in-process fake (``bench.intake_app``), measured three ways in one run:
   ``payment_intent.succeeded`` events for payments made in the run, at a steady rate, each timed
   from send to answer (p50/p99);
 
-plus the API's ``/metrics`` answer time, scraped with the operator login during both runs.
+plus the API's ``/metrics`` answer time, scraped with the operator login during both runs. At
+Stripe's latency there are more clients than the API has threads, so every thread that may call
+Stripe is taken (``api/capacity.py``) and the webhooks and scrapes find only the reserve.
 Clients are closed loops on keep-alive connections (``http.client``: cheap, so the client takes
 little of the CPU the API needs). A 503 with ``Retry-After`` (intake shed while the API is
 full) is retried with the same idempotency key after the advised pause, as a client would.
@@ -23,6 +25,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -41,9 +44,14 @@ from bench.report import Figure, format_rate, format_seconds, percentile, say
 from bench.stack import BENCH_DIR, ROOT, Context, free_port, wait_for, wait_worker_caught_up
 
 API_WORKERS = 2  # as `make up` runs the API (its threads come from gunicorn.conf.py)
+# Each worker's threads, as gunicorn.conf.py reads them.
+API_THREADS = int(os.environ.get("API_THREADS", "64"))
 SQL_CONCURRENCY = 8
-# Closed-loop intake clients: enough to keep every API thread busy at Stripe's latency.
+# Closed-loop intake clients at zero latency: enough to keep both cores busy (more only queue).
 INTAKE_CLIENTS = 64
+# At Stripe's latency, more clients than the API has threads: intake is saturated, every
+# Stripe slot of both processes taken and the rest of the clients shed (503) and retrying.
+SATURATING_CLIENTS = API_WORKERS * API_THREADS * 5 // 4
 WEBHOOKS_PER_SECOND = 20.0
 BODY: dict[str, str | int] = {
     "amount_minor": 1999,
@@ -142,6 +150,11 @@ class Client:
                     raise
         raise AssertionError("unreachable")
 
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
 
 @dataclass
 class Intake:
@@ -212,7 +225,9 @@ def succeeded_event(payment_id: str, intent_id: str) -> bytes:
 
 class Webhooks:
     """Signed ``payment_intent.succeeded`` events for payments the intake made, at a steady
-    rate, each timed from send to answer."""
+    rate, each timed from send to answer (connecting included). Each goes on a new connection,
+    as from Stripe's many senders: a kept one would stay with one of the API's processes, and
+    time that process only."""
 
     def __init__(self, client: Client, intake: Intake, secret: str, start: int = 0) -> None:
         self.client = client
@@ -249,6 +264,8 @@ class Webhooks:
                 status, _, _ = self.client.request("POST", "/webhooks/stripe", payload, headers)
             except Exception:
                 status = 0
+            finally:
+                self.client.close()
             if status == 200:
                 self.times.append(time.perf_counter() - t)
             else:
@@ -325,9 +342,13 @@ class BenchApi:
 
 
 def timed_scrape(client: Client, headers: dict[str, str]) -> float:
-    """Seconds one ``GET /metrics`` took."""
+    """Seconds one ``GET /metrics`` took, on a new connection (any of the API's processes may
+    answer; a kept connection would time one of them only)."""
     started = time.perf_counter()
-    status, _, _ = client.request("GET", "/metrics", headers=headers)
+    try:
+        status, _, _ = client.request("GET", "/metrics", headers=headers)
+    finally:
+        client.close()
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}")
     return time.perf_counter() - started
@@ -359,6 +380,7 @@ def run(ctx: Context) -> list[Figure]:
     total = 10_000 if ctx.full else (300 if ctx.smoke else 1_500)
     seconds = 60.0 if ctx.full else (5.0 if ctx.smoke else 15.0)
     clients = 8 if ctx.smoke else INTAKE_CLIENTS
+    slow_clients = 8 if ctx.smoke else SATURATING_CLIENTS
     latency_ms = ctx.stripe_latency_ms
     prefix = f"{ctx.run}-intake-"
     settings = ctx.settings
@@ -416,7 +438,10 @@ def run(ctx: Context) -> list[Figure]:
 
     # 3. The same API with Stripe's latency, saturated, with webhooks meanwhile.
     wait_worker_caught_up(ctx)
-    say(f"intake: API at {latency_ms:.0f} ms per Stripe call, {clients} clients for {seconds:.0f}s")
+    say(
+        f"intake: API at {latency_ms:.0f} ms per Stripe call, {slow_clients} clients for "
+        f"{seconds:.0f}s"
+    )
     with BenchApi(ctx, latency_ms) as api:
         slow = Intake()
         idle_count = 20 if ctx.smoke else 100
@@ -432,7 +457,7 @@ def run(ctx: Context) -> list[Figure]:
         try:
             with sampling(0.25, lambda: timed_scrape(slow_scraper, auth_header)) as slow_scrapes:
                 slow_seconds, slow_done, slow_failures = _in_threads(
-                    clients, slow.work(api.port, f"{prefix}slow-", api_key), None, seconds
+                    slow_clients, slow.work(api.port, f"{prefix}slow-", api_key), None, seconds
                 )
         finally:
             hooks.stop.set()
@@ -480,9 +505,10 @@ def run(ctx: Context) -> list[Figure]:
             slow_ratio,
             "≥ 0.5",
             slow_ratio >= 0.5,
-            f"{slow_done:,} payments in {slow_seconds:.0f}s, {clients} clients; the fake "
-            f"Stripe sleeps {latency_ms:.0f} ms per call in the request's thread; failures "
-            f"{slow_failures}, shed (503) {slow.shed}",
+            f"{slow_done:,} payments in {slow_seconds:.0f}s, {slow_clients} clients (API: "
+            f"{API_WORKERS} x {API_THREADS} threads); the fake Stripe sleeps {latency_ms:.0f} ms "
+            f"per call in the request's thread; failures {slow_failures}, shed (503 busy, "
+            f"retried after Retry-After) {slow.shed}",
             {
                 "rate": slow_rate,
                 "zero_latency_rate": api_rate,
@@ -490,6 +516,7 @@ def run(ctx: Context) -> list[Figure]:
                 "payments": slow_done,
                 "failures": slow_failures,
                 "shed": slow.shed,
+                "clients": slow_clients,
             },
         ),
         Figure(

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     checkout_token_secret: str = Field(default="", repr=False)
     checkout_token_ttl_seconds: int = 900
     api_max_body_bytes: int = 64 * 1024
+    # Requests that call Stripe at once, per API process (api/capacity.py); gunicorn.conf.py
+    # sets it to the process's threads less a reserve, so webhooks and reads never queue.
+    api_stripe_slots: int = 56
     log_level: str = "INFO"
 
     @property

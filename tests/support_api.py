@@ -236,7 +236,8 @@ class StripeProxy:
     """A proxy in front of Stripe (or a stand-in) for tests: forwards every request to
     ``upstream``, or answers as Stripe does when it is in trouble: ``mode`` ``429`` (rate
     limited), ``503`` (a bad minute), ``reset`` (drops the connection), and ``fail_next``
-    answers that many next requests 503. ``on_call(method, path, headers, outcome, start)``
+    answers that many next requests 503; while ``gate`` is cleared, requests to be forwarded
+    wait for it (Stripe taking its time). ``on_call(method, path, headers, outcome, start)``
     hears of every request once answered (``outcome``: ``ok``, the mode, ``refused`` or
     ``timeout`` when the upstream did not answer, a 5xx status, ``caller gone``)."""
 
@@ -248,7 +249,9 @@ class StripeProxy:
         self.upstream = upstream.rstrip("/")
         self.mode = "pass"
         self.fail_next = 0
-        self.in_flight = 0  # requests forwarded and not answered yet
+        self.in_flight = 0  # requests forwarded (or waiting at the gate) and not answered yet
+        self.gate = threading.Event()
+        self.gate.set()
         self.on_call = on_call
         self._lock = threading.Lock()
         proxy = self
@@ -298,6 +301,7 @@ class StripeProxy:
         with self._lock:
             self.in_flight += 1
         try:
+            self.gate.wait(timeout=60)
             upstream = requests.request(
                 handler.command,
                 self.upstream + handler.path,

@@ -1,0 +1,161 @@
+"""The API as ``make up`` runs it (gunicorn, ``gunicorn.conf.py``), with 4 threads and Stripe
+holding every call: the requests that call Stripe may take only some of the threads, so webhooks,
+``/metrics`` and reads are still answered while every Stripe call hangs, and a Stripe-bound
+request beyond the slots is refused at once (503 busy, ``Retry-After``), nothing stored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from payments.settings import Settings
+from tests import support_api
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+THREADS = 4  # gunicorn.conf.py keeps max(2, 4 // 8) = 2 of them from Stripe-bound requests
+STRIPE_SLOTS = 2
+BODY = {"amount_minor": 2500, "currency": "usd", "description": "capacity"}
+
+
+@pytest.fixture(scope="module")
+def held_stripe(s: Settings) -> Iterator[support_api.StripeProxy]:
+    with support_api.StripeProxy(s.stripe_api_base) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def api(
+    s: Settings, held_stripe: support_api.StripeProxy, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    port = support_api.free_port()
+    log = tmp_path_factory.mktemp("capacity") / "api.log"
+    env = {
+        **os.environ,
+        "STRIPE_API_BASE": held_stripe.url,
+        "STRIPE_TIMEOUT_SECONDS": "60",  # a held call is not given up on while the test runs
+        "API_THREADS": str(THREADS),
+    }
+    for name in ("API_STRIPE_SLOTS", "API_RESERVED_THREADS", "DB_POOL_MAX"):
+        env.pop(name, None)  # as gunicorn.conf.py derives them
+    argv = [str(ROOT / ".venv/bin/gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*argv, "api:create_app()"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return requests.get(f"{base}/healthz", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        support_api.wait_for(healthy, timeout=60, what="the API's /healthz")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def stored(s: Settings, key: str) -> int:
+    with psycopg.connect(s.database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM payments WHERE idempotency_key = %s", (key,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def test_webhooks_metrics_and_reads_are_answered_while_every_stripe_call_hangs(
+    s: Settings, api: str, held_stripe: support_api.StripeProxy
+) -> None:
+    headers = support_api.auth(s)
+    keys = [f"capacity-{uuid.uuid4()}" for _ in range(THREADS)]
+    answers: dict[str, requests.Response] = {}
+
+    def create(key: str) -> None:
+        answers[key] = requests.post(
+            f"{api}/payments", json=BODY, headers={**headers, "Idempotency-Key": key}, timeout=90
+        )
+
+    held_stripe.gate.clear()
+    try:
+        # As many creates as the process has threads: without a reserve all would be at Stripe,
+        # and nothing else would be answered until Stripe came back.
+        creators = [threading.Thread(target=create, args=(key,)) for key in keys]
+        for t in creators:
+            t.start()
+        support_api.wait_for(
+            lambda: (
+                held_stripe.in_flight == STRIPE_SLOTS and len(answers) == THREADS - STRIPE_SLOTS
+            ),
+            timeout=30,
+            what=f"{STRIPE_SLOTS} creates held at Stripe and the others answered",
+        )
+        busy_keys = list(answers)
+        for key in busy_keys:
+            refused = answers[key]
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["Content-Type"] == "application/problem+json"
+            assert refused.json()["type"] == "/problems/busy"
+            assert refused.headers["Retry-After"] == "1"
+            assert stored(s, key) == 0  # refused before anything was stored
+
+        # Every kind of request that calls Stripe is refused while the slots are taken ...
+        unknown = uuid.uuid4()
+        for path, body in (
+            (f"/payments/{unknown}/cancel", None),
+            (f"/payments/{unknown}/confirm", {"payment_method": "pm_card_visa"}),
+        ):
+            r = requests.post(f"{api}{path}", json=body, headers=headers, timeout=10)
+            assert r.status_code == 503 and r.json()["type"] == "/problems/busy", (path, r.text)
+
+        # ... and everything else is served by the threads kept for it.
+        login = support_api.operator_auth(s)
+        assert login is not None
+        metrics = requests.get(f"{api}/metrics", auth=login, timeout=10)
+        assert metrics.status_code == 200
+        assert 'payments_api_busy_total{endpoint="/payments"} 2.0' in metrics.text
+        read = requests.get(f"{api}/payments/{unknown}", headers=headers, timeout=10)
+        assert read.status_code == 404
+        event = support_api.intent_event(
+            f"evt_capacity_{uuid.uuid4().hex}",
+            "payment_intent.succeeded",
+            intent_id=f"pi_capacity_{uuid.uuid4().hex}",
+            payment_id=str(unknown),
+            status="succeeded",
+        )
+        hook = requests.post(
+            f"{api}/webhooks/stripe",
+            data=event,
+            headers={
+                "Content-Type": "application/json",
+                "Stripe-Signature": support_api.sign(event, s.webhook_secrets[0]),
+            },
+            timeout=10,
+        )
+        assert hook.status_code == 200, hook.text
+        # All of that was answered while both creates were still held at Stripe.
+        assert held_stripe.in_flight == STRIPE_SLOTS
+        assert len(answers) == THREADS - STRIPE_SLOTS
+    finally:
+        held_stripe.gate.set()
+    for t in creators:
+        t.join(timeout=90)
+    assert sorted(r.status_code for r in answers.values()) == [201] * STRIPE_SLOTS + [503] * (
+        THREADS - STRIPE_SLOTS
+    )
+    for key in busy_keys:  # the same request again, now that the slots are free
+        create(key)
+        assert answers[key].status_code == 201, answers[key].text
+    assert [stored(s, key) for key in keys] == [1] * THREADS
