@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -34,8 +35,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 import requests
@@ -271,9 +273,6 @@ class Webhooks:
             else:
                 self.failures += 1
 
-    def p(self, q: float) -> float:
-        return percentile(self.times, q) if self.times else float("nan")
-
 
 class BenchApi:
     """``bench.intake_app:create_app()`` under gunicorn, as ``make up`` starts the API."""
@@ -376,6 +375,87 @@ def sampling(interval: float, sample: Callable[[], float]) -> Iterator[list[floa
         thread.join(timeout=10)
 
 
+@dataclass
+class Heard:
+    """What the probe process timed: webhook answers (seconds), failed webhooks, scrapes."""
+
+    webhooks: list[float] = field(default_factory=list)
+    failures: int = 0
+    scrapes: list[float] = field(default_factory=list)
+
+
+def _probe(
+    port: int,
+    targets: list[tuple[str, str]],
+    secret: str,
+    auth_header: dict[str, str] | None,
+    limit: int | None,
+    stop: Any,
+    ready: Any,
+    out: Any,
+) -> None:
+    """The probe process: signed webhooks for ``targets`` (``limit`` of them, or until
+    ``stop``) and, when ``auth_header`` is given, a ``/metrics`` scrape every 0.25 s."""
+    hooks = Webhooks(Client(port), Intake(made=targets), secret)
+    scraper = Client(port)
+    with (
+        sampling(0.25, lambda: timed_scrape(scraper, auth_header))
+        if auth_header is not None
+        else nullcontext([])
+    ) as scrapes:
+        ready.set()
+        if limit is None:
+            threading.Thread(target=lambda: (stop.wait(), hooks.stop.set()), daemon=True).start()
+        if targets:
+            hooks.send(limit)
+        if limit is None:
+            stop.wait()
+    out.put({"webhooks": hooks.times, "failures": hooks.failures, "scrapes": list(scrapes)})
+
+
+@contextmanager
+def probing(
+    port: int,
+    *,
+    targets: list[tuple[str, str]] | None = None,
+    secret: str = "",
+    auth_header: dict[str, str] | None = None,
+    limit: int | None = None,
+) -> Iterator[Heard]:
+    """Webhooks and scrapes timed from a process of their own while the block runs (or, with
+    ``limit``, that many webhooks before it ends). In the load's process they would share its
+    GIL with up to 160 client threads, and time those as much as the API."""
+    mp = multiprocessing.get_context("spawn")
+    stop, ready, out = mp.Event(), mp.Event(), mp.Queue()
+    proc = mp.Process(
+        target=_probe,
+        args=(port, targets or [], secret, auth_header, limit, stop, ready, out),
+        daemon=True,
+    )
+    proc.start()
+    deadline = time.monotonic() + 60
+    while not ready.wait(0.2):
+        if not proc.is_alive() or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the probe process did not start (exit code {proc.exitcode})")
+    heard = Heard()
+    try:
+        yield heard
+    finally:
+        stop.set()
+        got = out.get(timeout=120)
+        proc.join(timeout=30)
+        heard.webhooks, heard.failures, heard.scrapes = (
+            got["webhooks"],
+            got["failures"],
+            got["scrapes"],
+        )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return percentile(values, q) if values else float("nan")
+
+
 def run(ctx: Context) -> list[Figure]:
     total = 10_000 if ctx.full else (300 if ctx.smoke else 1_500)
     seconds = 60.0 if ctx.full else (5.0 if ctx.smoke else 15.0)
@@ -399,13 +479,13 @@ def run(ctx: Context) -> list[Figure]:
     with BenchApi(ctx, 0.0) as api:
         zero = Intake()
         _in_threads(clients, zero.work(api.port, f"{prefix}warm-", api_key), 100, 60)
-        scraper = Client(api.port)
         zero = Intake()
-        with sampling(0.25, lambda: timed_scrape(scraper, auth_header)) as scrapes:
+        with probing(api.port, auth_header=auth_header) as busy:
             api_seconds, api_done, api_failures = _in_threads(
                 clients, zero.work(api.port, f"{prefix}zero-", api_key), total, 600
             )
         worker_kind = api.config()
+    scrapes = busy.scrapes
     api_rate = api_done / api_seconds
     say(f"intake: {api_rate:,.0f}/s ({worker_kind}); /metrics scraped {len(scrapes)} times")
 
@@ -443,37 +523,37 @@ def run(ctx: Context) -> list[Figure]:
         f"{seconds:.0f}s"
     )
     with BenchApi(ctx, latency_ms) as api:
-        slow = Intake()
+        # The payments the webhooks will settle, made first: the idle baseline's, then one
+        # for every webhook of the run.
+        made = Intake()
         idle_count = 20 if ctx.smoke else 100
-        _in_threads(clients, slow.work(api.port, f"{prefix}slow-warm-", api_key), idle_count, 120)
-        hook_client = Client(api.port)
+        wanted = idle_count + int(WEBHOOKS_PER_SECOND * seconds * 1.2)
+        _in_threads(clients, made.work(api.port, f"{prefix}slow-warm-", api_key), wanted, 120)
         # The webhooks' own cost first: the same API with nothing else to do (same run).
-        idle_hooks = Webhooks(hook_client, slow, secret)
-        idle_hooks.send(limit=idle_count)
-        hooks = Webhooks(hook_client, slow, secret, start=idle_count)
-        sender = threading.Thread(target=hooks.send, daemon=True)
-        sender.start()
-        slow_scraper = Client(api.port)
-        try:
-            with sampling(0.25, lambda: timed_scrape(slow_scraper, auth_header)) as slow_scrapes:
-                slow_seconds, slow_done, slow_failures = _in_threads(
-                    slow_clients, slow.work(api.port, f"{prefix}slow-", api_key), None, seconds
-                )
-        finally:
-            hooks.stop.set()
-            sender.join(timeout=30)
+        with probing(
+            api.port, targets=made.made[:idle_count], secret=secret, limit=idle_count
+        ) as idle_hooks:
+            pass
+        slow = Intake()
+        with probing(
+            api.port, targets=made.made[idle_count:], secret=secret, auth_header=auth_header
+        ) as hooks:
+            slow_seconds, slow_done, slow_failures = _in_threads(
+                slow_clients, slow.work(api.port, f"{prefix}slow-", api_key), None, seconds
+            )
+    slow_scrapes = hooks.scrapes
     slow_rate = slow_done / slow_seconds
-    say(f"intake: {slow_rate:,.0f}/s at {latency_ms:.0f} ms; {len(hooks.times)} webhooks timed")
+    say(f"intake: {slow_rate:,.0f}/s at {latency_ms:.0f} ms; {len(hooks.webhooks)} webhooks timed")
 
     deleted = cleanup(ctx, prefix)
     say(f"intake: deleted {deleted:,} benchmark rows ({prefix}*)")
 
     ratio = api_rate / sql_rate
     slow_ratio = slow_rate / api_rate
-    hook_p50, hook_p99, idle_p99 = hooks.p(0.5), hooks.p(0.99), idle_hooks.p(0.99)
-    scrape_p50 = percentile(slow_scrapes, 0.5) if slow_scrapes else float("nan")
-    scrape_p99 = percentile(slow_scrapes, 0.99) if slow_scrapes else float("nan")
-    busy_p99 = percentile(scrapes, 0.99) if scrapes else float("nan")
+    hook_p50, hook_p99 = _percentile(hooks.webhooks, 0.5), _percentile(hooks.webhooks, 0.99)
+    idle_p99 = _percentile(idle_hooks.webhooks, 0.99)
+    scrape_p50, scrape_p99 = _percentile(slow_scrapes, 0.5), _percentile(slow_scrapes, 0.99)
+    busy_p99 = _percentile(scrapes, 0.99)
     api_desc = f"gunicorn {API_WORKERS} workers ({worker_kind}, gunicorn.conf.py)"
     return [
         Figure(
@@ -525,14 +605,14 @@ def run(ctx: Context) -> list[Figure]:
             f"p99 {format_seconds(idle_p99)} (API otherwise idle)",
             hook_p99 / idle_p99 if idle_p99 > 0 else None,
             "p99 < 100 ms",
-            bool(hooks.times) and hook_p99 < 0.1,
-            f"{len(hooks.times)} signed payment_intent.succeeded events at "
+            bool(hooks.webhooks) and hook_p99 < 0.1,
+            f"{len(hooks.webhooks)} signed payment_intent.succeeded events at "
             f"{WEBHOOKS_PER_SECOND:.0f}/s during the {latency_ms:.0f} ms intake run (full webhook "
             f"path: verify, inbox, guarded transition, audit); baseline: "
-            f"{len(idle_hooks.times)} before the intake started; failures "
+            f"{len(idle_hooks.webhooks)} before the intake started; failures "
             f"{hooks.failures}/{idle_hooks.failures}",
             {
-                "webhooks": len(hooks.times),
+                "webhooks": len(hooks.webhooks),
                 "p50": hook_p50,
                 "p99": hook_p99,
                 "idle_p99": idle_p99,

@@ -9,7 +9,7 @@ after a refused write only explains the refusal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
 
@@ -170,8 +170,21 @@ def get(cur: Cursor, payment_id: UUID, tenant_id: str | None = None) -> Payment 
 def get_for_intent(cur: Cursor, intent_id: str, named: UUID | None) -> Payment | None:
     """The payment whose intent this is, else the one ``named`` (the intent's metadata), if
     any: which of them the intent may move is the guarded write's to decide."""
-    row = cur.execute(SELECT_FOR_INTENT, {"intent_id": intent_id, "named": named}).fetchone()
-    return payment_from_row(row) if row else None
+    return send_get_for_intent(cur, intent_id, named)()
+
+
+def send_get_for_intent(
+    cur: Cursor, intent_id: str, named: UUID | None
+) -> Callable[[], Payment | None]:
+    """``get_for_intent`` sent now and read when the answer is called for: in pipeline mode the
+    query goes out with the next statement whose result is waited for, in the same round trip."""
+    cur.execute(SELECT_FOR_INTENT, {"intent_id": intent_id, "named": named})
+
+    def read() -> Payment | None:
+        row = cur.fetchone()
+        return payment_from_row(row) if row else None
+
+    return read
 
 
 def open_by_ids(cur: Cursor, payment_ids: Iterable[UUID]) -> dict[UUID, Payment]:

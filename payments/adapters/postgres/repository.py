@@ -277,12 +277,15 @@ class PostgresRepository:
         None records Stripe's status only; an event that is not ``handled`` is only kept.
         """
         intent = event.intent
-        with self._tx() as cur:
+        with self._tx() as cur, cur.connection.cursor(row_factory=dict_row) as lookup:
+            # The payment's lookup goes out with the inbox insert: one round trip for both (on
+            # a redelivery its answer is not read).
+            found = None
+            if intent is not None and handled:
+                found = payment_store.send_get_for_intent(lookup, intent.id, intent.payment_uuid)
             if not inbox.receive(cur, event.id, event.type, payload):
                 return WebhookResult(duplicate=True, outcome="duplicate")
-            payment = None
-            if intent is not None and handled:
-                payment = payment_store.get_for_intent(cur, intent.id, intent.payment_uuid)
+            payment = found() if found is not None else None
             if payment is None or intent is None:
                 outcome = "unknown_payment" if intent is not None and handled else "ignored"
                 inbox.finish(cur, event.id, None, outcome, None)
