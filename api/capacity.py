@@ -6,7 +6,8 @@ API process at Stripe, a webhook, a scrape of ``/metrics`` or a read would wait 
 queue until one came back. So each process lets at most ``API_STRIPE_SLOTS`` such requests run
 at once (``gunicorn.conf.py``: its threads less a reserve), and answers one more at once with
 503 ``busy`` and ``Retry-After``, before anything is read or stored: the same request with the
-same ``Idempotency-Key`` is safe to send again, as it is to Stripe's own concurrency limiter.
+same ``Idempotency-Key`` is safe to send again (Stripe's own API refuses too many concurrent
+requests too, with a 429; here it is the server's capacity, not the caller's rate: a 503).
 """
 
 from __future__ import annotations
