@@ -27,7 +27,7 @@ import requests
 
 from payments.settings import Settings
 from tests import support_api
-from tests.faults.chaos import worker_names
+from tests.faults.chaos import WebhookSink, worker_names
 from tests.faults.standin import StandIn
 from tests.stack_support import stack
 from tests.stripe_proxy import RecordingProxy
@@ -40,12 +40,13 @@ API = os.environ.get("API_URL", "http://127.0.0.1:8000").rstrip("/")
 OVERLAP_SECONDS = 120
 INTERVAL_SECONDS = 3
 SUCCEEDED = "payment_intent.succeeded"
-DEAD_ENDPOINT = "http://127.0.0.1:9/lost"  # nothing listens on the discard port
 
 
-def start_workers(settings: Settings, proxy: RecordingProxy | None) -> None:
+def start_workers(
+    settings: Settings, proxy: RecordingProxy | None, lost: WebhookSink | None = None
+) -> None:
     """(Re)start every worker of the layout: reconciling every few seconds through ``proxy``,
-    with Stripe's webhooks lost, or as the stack runs them (None)."""
+    with Stripe's webhooks sent to ``lost``, or as the stack runs them (None)."""
     env = dict(os.environ)
     if proxy is not None:
         env |= {"STRIPE_API_BASE": proxy.url, "RECONCILE_INTERVAL_SECONDS": str(INTERVAL_SECONDS)}
@@ -55,22 +56,32 @@ def start_workers(settings: Settings, proxy: RecordingProxy | None) -> None:
     # After the start: `scripts/stack start` registers the API's endpoint again (a worker needs
     # the stand-in).
     standin = StandIn.of_stack(settings.stripe_api_base, API, settings.webhook_secrets[0])
-    standin.register_webhook(DEAD_ENDPOINT if proxy is not None else None)
+    standin.register_webhook(lost.url if proxy is not None and lost is not None else None)
 
 
 @pytest.fixture(scope="module")
-def proxy(settings: Settings) -> Iterator[RecordingProxy]:
+def lost() -> Iterator[WebhookSink]:
+    """Where the stand-in's webhooks go for the whole module: none reaches the API."""
+    with WebhookSink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def proxy(settings: Settings, lost: WebhookSink) -> Iterator[RecordingProxy]:
     """Every worker reconciling every few seconds through the proxy; webhooks lost."""
     with RecordingProxy(settings.stripe_api_base) as recording:
         try:
-            start_workers(settings, recording)
+            start_workers(settings, recording, lost)
             yield recording
         finally:
             start_workers(settings, None)
 
 
-def paid_at_stripe(settings: Settings) -> dict[str, Any]:
-    """A payment made through the API and paid at Stripe (its webhook is lost)."""
+def paid_at_stripe(settings: Settings, lost: WebhookSink) -> dict[str, Any]:
+    """A payment made through the API and paid at Stripe, once its webhook is lost: the
+    stand-in sends a webhook a second after the event, to the endpoint registered then, and
+    ``scripts/stack start`` registers the API's again; so the payment is returned only once
+    ``lost`` has swallowed its webhook."""
     r = requests.post(
         f"{API}/payments",
         json={"amount_minor": 4200, "currency": "eur"},
@@ -83,6 +94,11 @@ def paid_at_stripe(settings: Settings) -> dict[str, Any]:
         payment["provider_payment_id"], "4242424242424242"
     )
     assert (status, intent["status"]) == (200, "succeeded"), intent
+    support_api.wait_for(
+        lambda: payment["provider_payment_id"] in lost.lost_intents(SUCCEEDED),
+        timeout=30,
+        what=f"the webhook of {payment['provider_payment_id']} to be lost",
+    )
     return payment
 
 
@@ -178,10 +194,10 @@ def assert_resumed_from(cursor: dict[str, Any], calls: list[dict[str, str]]) -> 
 
 
 def test_the_cursor_survives_a_sigkill_and_the_next_sweep_starts_from_it(
-    proxy: RecordingProxy, settings: Settings
+    proxy: RecordingProxy, lost: WebhookSink, settings: Settings
 ) -> None:
     # The timer's sweep (nobody asks for it) resolves a payment whose webhook was lost.
-    before = paid_at_stripe(settings)
+    before = paid_at_stripe(settings, lost)
     wait_resolved(settings, before["id"])
     event = succeeded_event(settings, before["provider_payment_id"])
     support_api.wait_for(
@@ -192,19 +208,19 @@ def test_the_cursor_survives_a_sigkill_and_the_next_sweep_starts_from_it(
     kill_workers(settings)
     cursor = stored_cursor(settings)  # nothing writes it while the workers are down
     assert cursor["newest"] >= event["created"] and cursor["after"].get(SUCCEEDED), cursor
-    meanwhile = paid_at_stripe(settings)
+    meanwhile = paid_at_stripe(settings, lost)
     mark = len(proxy.seen)
-    start_workers(settings, proxy)
+    start_workers(settings, proxy, lost)
 
     wait_resolved(settings, meanwhile["id"])
     assert_resumed_from(cursor, resumed_calls(proxy, mark, cursor))
 
 
 def test_an_event_before_the_cursor_but_within_the_overlap_is_applied(
-    proxy: RecordingProxy, settings: Settings
+    proxy: RecordingProxy, lost: WebhookSink, settings: Settings
 ) -> None:
     kill_workers(settings)
-    late = paid_at_stripe(settings)
+    late = paid_at_stripe(settings, lost)
     event = succeeded_event(settings, late["provider_payment_id"])
     # As if the last sweep had listed past this event before the list showed it: the cursor
     # (as the worker stores it) names it as the last one seen of its stream.
@@ -217,7 +233,7 @@ def test_an_event_before_the_cursor_but_within_the_overlap_is_applied(
             (json.dumps(cursor),),
         )
     mark = len(proxy.seen)
-    start_workers(settings, proxy)
+    start_workers(settings, proxy, lost)
 
     # Only the re-read of the two minutes before the cursor can find it.
     wait_resolved(settings, late["id"])
