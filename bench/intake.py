@@ -141,13 +141,10 @@ class Client:
                 resp = self.conn.getresponse()
                 data = resp.read()
                 if resp.getheader("Connection", "").lower() == "close":
-                    self.conn.close()
-                    self.conn = None
+                    self.close()
                 return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
             except (http.client.HTTPException, OSError):
-                if self.conn is not None:
-                    self.conn.close()
-                self.conn = None
+                self.close()
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -226,36 +223,27 @@ def succeeded_event(payment_id: str, intent_id: str) -> bytes:
 
 
 class Webhooks:
-    """Signed ``payment_intent.succeeded`` events for payments the intake made, at a steady
-    rate, each timed from send to answer (connecting included). Each goes on a new connection,
-    as from Stripe's many senders: a kept one would stay with one of the API's processes, and
-    time that process only."""
+    """Signed ``payment_intent.succeeded`` events for ``targets`` (payments made earlier, as
+    (payment id, intent id)), at a steady rate, each timed from send to answer (connecting
+    included). Each goes on a new connection, as from Stripe's many senders: a kept one would
+    stay with one of the API's processes, and time that process only."""
 
-    def __init__(self, client: Client, intake: Intake, secret: str, start: int = 0) -> None:
+    def __init__(self, client: Client, targets: list[tuple[str, str]], secret: str) -> None:
         self.client = client
-        self.intake = intake
+        self.targets = targets
         self.secret = secret
-        self.next = start
         self.times: list[float] = []
         self.failures = 0
         self.stop = threading.Event()
 
     def send(self, limit: int | None = None) -> None:
-        sent = 0
+        """One event per target in turn, until ``limit`` were sent, the targets ran out or
+        ``stop`` is set."""
         started = time.perf_counter()
-        while not self.stop.is_set() and (limit is None or sent < limit):
-            due = started + sent / WEBHOOKS_PER_SECOND
-            time.sleep(max(0.0, due - time.perf_counter()))
-            with self.intake.lock:
-                made = self.intake.made
-                target = made[self.next] if self.next < len(made) else None
-            if target is None:
-                if limit is not None:
-                    return
-                time.sleep(0.05)
-                continue
-            self.next += 1
-            sent += 1
+        for sent, target in enumerate(self.targets[:limit]):
+            time.sleep(max(0.0, started + sent / WEBHOOKS_PER_SECOND - time.perf_counter()))
+            if self.stop.is_set():
+                return
             payload = succeeded_event(*target)
             headers = {
                 "Content-Type": "application/json",
@@ -396,7 +384,7 @@ def _probe(
 ) -> None:
     """The probe process: signed webhooks for ``targets`` (``limit`` of them, or until
     ``stop``) and, when ``auth_header`` is given, a ``/metrics`` scrape every 0.25 s."""
-    hooks = Webhooks(Client(port), Intake(made=targets), secret)
+    hooks = Webhooks(Client(port), targets, secret)
     scraper = Client(port)
     with (
         sampling(0.25, lambda: timed_scrape(scraper, auth_header))
@@ -406,8 +394,7 @@ def _probe(
         ready.set()
         if limit is None:
             threading.Thread(target=lambda: (stop.wait(), hooks.stop.set()), daemon=True).start()
-        if targets:
-            hooks.send(limit)
+        hooks.send(limit)
         if limit is None:
             stop.wait()
     out.put({"webhooks": hooks.times, "failures": hooks.failures, "scrapes": list(scrapes)})
