@@ -31,9 +31,10 @@ status:
 logs:
 	@scripts/stack logs $(NAME)
 
-# Tests read the stack's settings from .env (Settings); the few that read API_URL / WORKER_URL
-# from the environment get this stack's, so a stack on shifted ports is the one tested.
+# Tests read the stack's settings from .env (Settings); the few that read API_URL / HOOKS_URL /
+# WORKER_URL from the environment get this stack's, so a stack on shifted ports is the one tested.
 STACK_URLS = API_URL=$${API_URL:-$$(sed -n 's/^API_URL=//p' .env)} \
+	HOOKS_URL=$${HOOKS_URL:-$$(sed -n 's/^HOOKS_URL=//p' .env)} \
 	WORKER_URL=$${WORKER_URL:-$$(sed -n 's/^WORKER_URL=//p' .env)}
 
 test: up

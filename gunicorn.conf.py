@@ -1,13 +1,15 @@
-"""gunicorn settings picked up from the working directory (``gunicorn 'api:create_app()'``).
+"""gunicorn settings picked up from the working directory (``gunicorn 'api:create_app()'``), for
+the pool ``API_POOL`` names (``api/pools.py``: ``intake``, the default, or ``hooks``).
 
 Threads, not processes, carry the concurrency: a payment's request spends most of its time
 waiting on Stripe (hundreds of ms), during which a sync worker could serve nobody else. Each
 worker process runs ``API_THREADS`` request threads (gthread), and its database pools may grow
 to as many connections, so no thread waits for a connection another thread only holds while
 Stripe answers. A reserve of those threads is kept for the requests that do not call Stripe
-(``API_RESERVED_THREADS``, an eighth; ``api/capacity.py``). Workers are never recycled
-(``max_requests = 0``): a restart drops the pools, the metrics' process files and in-flight
-Stripe calls for nothing.
+(``API_RESERVED_THREADS``, an eighth; ``api/capacity.py``). The intake pool's workers lower
+their CPU priority (``API_NICE``, 5): where the pools share a host, webhooks and scrapes are
+served first. Workers are never recycled (``max_requests = 0``): a restart drops the pools, the
+metrics' process files and in-flight Stripe calls for nothing.
 
 Several workers share one Prometheus view through ``PROMETHEUS_MULTIPROC_DIR``: the master makes
 a fresh directory before any worker imports prometheus_client, and forgets dead workers.
@@ -17,12 +19,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any
 
+# The directory this master made (removed when it exits), or None when one was given.
+MADE_METRICS_DIR: str | None = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    MADE_METRICS_DIR = tempfile.mkdtemp(prefix="payments-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = MADE_METRICS_DIR
+
+# After the directory is set: importing the api package imports prometheus_client, which picks
+# its multiprocess mode from the environment at import.
+from api.pools import pool_named  # noqa: E402
+
+POOL = pool_named(os.environ.get("API_POOL", "intake"))
 worker_class = "gthread"
-threads = int(os.environ.get("API_THREADS", "64"))
+threads = int(os.environ.get("API_THREADS", str(POOL.threads)))
+NICE = int(os.environ.get("API_NICE", str(POOL.nice)))
 max_requests = 0
 # The settings (payments.settings) read DB_POOL_MAX: one connection per thread at most.
 os.environ.setdefault("DB_POOL_MAX", str(threads))
@@ -31,23 +44,10 @@ os.environ.setdefault("DB_POOL_MAX", str(threads))
 reserved_threads = int(os.environ.get("API_RESERVED_THREADS", str(max(2, threads // 8))))
 os.environ.setdefault("API_STRIPE_SLOTS", str(max(1, threads - reserved_threads)))
 
-# The directory this master made (removed when it exits), or None when one was given.
-MADE_METRICS_DIR: str | None = None
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    MADE_METRICS_DIR = tempfile.mkdtemp(prefix="payments-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = MADE_METRICS_DIR
-
-
-# How long a thread may hold the GIL before another that waits gets it (Python's default: 5 ms).
-# A request that waits on the database a few times re-takes the GIL after each wait, each time
-# behind the threads busy with other requests: a shorter slice bounds that wait. Measured with
-# the intake benchmark at 250 ms per Stripe call (README): 1 ms halves the p99 of a webhook and
-# of /metrics while intake is saturated, at no cost to the intake rate.
-SWITCH_INTERVAL_SECONDS = float(os.environ.get("API_SWITCH_INTERVAL_MS", "1")) / 1000
-
 
 def post_fork(server: Any, worker: Any) -> None:
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    if NICE:
+        os.nice(NICE)  # before the worker starts its threads: they inherit it
 
 
 def post_worker_init(worker: Any) -> None:

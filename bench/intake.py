@@ -1,5 +1,6 @@
 """Payment intake: ``POST /payments`` per second through gunicorn, as ``make up`` runs it
-(``gunicorn.conf.py``: worker class, threads, pool sizes), with the Stripe gateway replaced by
+(``api/pools.py`` and ``gunicorn.conf.py``: the intake and hooks pools, threads, CPU priority,
+pool sizes), with the Stripe gateway replaced by
 the in-process fake (``bench.intake_app``), measured three ways in one run:
 
 * **zero latency** (the fake answers at once): the API's own cost, against raw psycopg INSERTs of
@@ -11,8 +12,9 @@ the in-process fake (``bench.intake_app``), measured three ways in one run:
   from send to answer (p50/p99);
 
 plus the API's ``/metrics`` answer time, scraped with the operator login during both runs. At
-Stripe's latency there are more clients than the API has threads, so every thread that may call
-Stripe is taken (``api/capacity.py``) and the webhooks and scrapes find only the reserve.
+Stripe's latency there are more clients than the intake pool has threads, so every thread that
+may call Stripe is taken (``api/capacity.py``). The webhooks and scrapes go to the hooks pool, as
+Stripe's endpoint and Prometheus do in the stack.
 Clients are closed loops on keep-alive connections (``http.client``: cheap, so the client takes
 little of the CPU the API needs). A 503 with ``Retry-After`` (intake shed while the API is
 full) is retried with the same idempotency key after the advised pause, as a client would.
@@ -42,10 +44,12 @@ from typing import Any
 import psycopg
 import requests
 
+from api.pools import HOOKS, INTAKE, command
 from bench.report import Figure, format_rate, format_seconds, percentile, say
 from bench.stack import BENCH_DIR, ROOT, Context, free_port, wait_for, wait_worker_caught_up
 
-API_WORKERS = 2  # as `make up` runs the API (its threads come from gunicorn.conf.py)
+API_WORKERS = 2  # as `make up` runs the intake pool (its threads come from gunicorn.conf.py)
+APP = "bench.intake_app:create_app()"
 # Each worker's threads, as gunicorn.conf.py reads them.
 API_THREADS = int(os.environ.get("API_THREADS", "64"))
 SQL_CONCURRENCY = 8
@@ -263,15 +267,18 @@ class Webhooks:
 
 
 class BenchApi:
-    """``bench.intake_app:create_app()`` under gunicorn, as ``make up`` starts the API."""
+    """``bench.intake_app:create_app()`` as ``make up`` starts the API (``api/pools.py``): the
+    intake pool (``API_WORKERS`` processes) and the hooks pool, one metrics directory for both.
+    The intake is sent to ``port``, the webhooks and scrapes to ``hooks_port``."""
 
     def __init__(self, ctx: Context, latency_ms: float) -> None:
         self.ctx = ctx
         self.latency_ms = latency_ms
         self.port = free_port()
+        self.hooks_port = free_port()
         self.metrics_dir = tempfile.mkdtemp(prefix="bench-metrics-")
         self.log_path = BENCH_DIR / ctx.run / f"intake-api-{latency_ms:.0f}ms.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> BenchApi:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,45 +288,45 @@ class BenchApi:
             "BENCH_STRIPE_LATENCY_MS": str(self.latency_ms),
         }
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(ROOT / ".venv/bin/gunicorn"),
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                    "--workers",
-                    str(API_WORKERS),
-                    "--timeout",
-                    "30",
-                    "bench.intake_app:create_app()",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        base = f"http://127.0.0.1:{self.port}"
-        proc = self.proc
-        wait_for(
-            "the benchmark API's /healthz",
-            lambda: (
-                proc.poll() is None
-                and requests.get(f"{base}/healthz", timeout=2).status_code == 200
-            ),
-            timeout=60,
-        )
+            for pool, port, workers in (
+                (INTAKE, self.port, API_WORKERS),
+                (HOOKS, self.hooks_port, None),
+            ):
+                argv = command(pool, f"127.0.0.1:{port}", workers=workers, app=APP)
+                self.procs.append(
+                    subprocess.Popen(
+                        argv,
+                        cwd=ROOT,
+                        env={**env, "API_POOL": pool.name},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        for port in (self.port, self.hooks_port):
+            wait_for(f"the benchmark API's /healthz on {port}", self._healthy(port), timeout=60)
         return self
 
+    def _healthy(self, port: int) -> Callable[[], bool]:
+        def check() -> bool:
+            return (
+                all(proc.poll() is None for proc in self.procs)
+                and requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            )
+
+        return check
+
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
             try:
-                self.proc.wait(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                proc.kill()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def config(self) -> str:
-        """The worker class and threads gunicorn reports in its log."""
+        """The worker class gunicorn reports in its log."""
         text = self.log_path.read_text(errors="replace")
         kind = "sync"
         for line in text.splitlines():
@@ -467,7 +474,7 @@ def run(ctx: Context) -> list[Figure]:
         zero = Intake()
         _in_threads(clients, zero.work(api.port, f"{prefix}warm-", api_key), 100, 60)
         zero = Intake()
-        with probing(api.port, auth_header=auth_header) as busy:
+        with probing(api.hooks_port, auth_header=auth_header) as busy:
             api_seconds, api_done, api_failures = _in_threads(
                 clients, zero.work(api.port, f"{prefix}zero-", api_key), total, 600
             )
@@ -518,12 +525,12 @@ def run(ctx: Context) -> list[Figure]:
         _in_threads(clients, made.work(api.port, f"{prefix}slow-warm-", api_key), wanted, 120)
         # The webhooks' own cost first: the same API with nothing else to do (same run).
         with probing(
-            api.port, targets=made.made[:idle_count], secret=secret, limit=idle_count
+            api.hooks_port, targets=made.made[:idle_count], secret=secret, limit=idle_count
         ) as idle_hooks:
             pass
         slow = Intake()
         with probing(
-            api.port, targets=made.made[idle_count:], secret=secret, auth_header=auth_header
+            api.hooks_port, targets=made.made[idle_count:], secret=secret, auth_header=auth_header
         ) as hooks:
             slow_seconds, slow_done, slow_failures = _in_threads(
                 slow_clients, slow.work(api.port, f"{prefix}slow-", api_key), None, seconds
@@ -541,7 +548,10 @@ def run(ctx: Context) -> list[Figure]:
     idle_p99 = _percentile(idle_hooks.webhooks, 0.99)
     scrape_p50, scrape_p99 = _percentile(slow_scrapes, 0.5), _percentile(slow_scrapes, 0.99)
     busy_p99 = _percentile(scrapes, 0.99)
-    api_desc = f"gunicorn {API_WORKERS} workers ({worker_kind}, gunicorn.conf.py)"
+    api_desc = (
+        f"intake pool: gunicorn {API_WORKERS} workers ({worker_kind}, nice {INTAKE.nice}, "
+        f"gunicorn.conf.py)"
+    )
     return [
         Figure(
             "payment intake (zero-latency Stripe)",
@@ -594,8 +604,8 @@ def run(ctx: Context) -> list[Figure]:
             "p99 < 100 ms",
             bool(hooks.webhooks) and hook_p99 < 0.1,
             f"{len(hooks.webhooks)} signed payment_intent.succeeded events at "
-            f"{WEBHOOKS_PER_SECOND:.0f}/s during the {latency_ms:.0f} ms intake run (full webhook "
-            f"path: verify, inbox, guarded transition, audit); baseline: "
+            f"{WEBHOOKS_PER_SECOND:.0f}/s to the hooks pool during the {latency_ms:.0f} ms intake "
+            f"run (full webhook path: verify, inbox, guarded transition, audit); baseline: "
             f"{len(idle_hooks.webhooks)} before the intake started; failures "
             f"{hooks.failures}/{idle_hooks.failures}",
             {
@@ -613,7 +623,8 @@ def run(ctx: Context) -> list[Figure]:
             None,
             "< 50 ms",
             bool(slow_scrapes) and scrape_p99 < 0.05,
-            f"{len(slow_scrapes)} scrapes (operator login) every 0.25 s during the "
+            f"{len(slow_scrapes)} scrapes of the hooks pool (operator login, both pools' "
+            f"metrics) every 0.25 s during the "
             f"{latency_ms:.0f} ms intake run; during the zero-latency run (every core busy): "
             f"p99 {format_seconds(busy_p99)} over {len(scrapes)} scrapes",
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 import time
@@ -112,8 +113,8 @@ class Stack:
             connect.start_connect(cfg, self.settings(), values)
         elif name == "localstripe":
             services.start_localstripe(cfg, values)
-        elif name == "api":
-            services.start_api(cfg, self.env())
+        elif name in services.POOL_PARTS:
+            services.start_api(cfg, self.env(), name)
         elif kind == "worker":
             services.start_worker(cfg, name, self.env(), self.settings())
 
@@ -168,12 +169,12 @@ class Stack:
             connect.register_connector(self.env())
         elif name == "localstripe" and name not in started:
             services.register_webhook(self.cfg, self.values)
-        elif name == "api" and name not in started:
+        elif name in services.POOL_PARTS and name not in started:
             wanted = self.env().get("WORKER_URL", "")
-            if services.api_worker_url(self.cfg) != wanted:
-                say("api: restarting to list the workers on /ops (WORKER_URL changed)")
-                terminate(self.cfg, "api")
-                services.start_api(self.cfg, self.env())
+            if services.api_worker_url(self.cfg, name) != wanted:
+                say(f"{name}: restarting to list the workers on /ops (WORKER_URL changed)")
+                terminate(self.cfg, name)
+                services.start_api(self.cfg, self.env(), name)
 
     def _drop_extra_workers(self) -> None:
         keep = set(self.cfg.workers())
@@ -198,7 +199,7 @@ class Stack:
     def down(self) -> int:
         """Stop what the stack started, by pid: every instance, whatever the layout says."""
         running = set(with_pidfile(self.cfg))
-        order = ["worker", "api", "localstripe", "connect", "kafka"]
+        order = ["worker", "hooks", "api", "localstripe", "connect", "kafka"]
         names: list[str] = []
         for kind in order:
             names += sorted(
@@ -210,7 +211,9 @@ class Stack:
         for name in names:
             if self.stop_one(name):
                 say(f"{name}: stopped")
-        (self.cfg.run / "api.worker_url").unlink(missing_ok=True)
+        for pool in services.POOL_PARTS:
+            (self.cfg.run / f"{pool}.worker_url").unlink(missing_ok=True)
+        shutil.rmtree(self.cfg.run / "api-metrics", ignore_errors=True)
         say("down")
         return 0
 
@@ -238,7 +241,8 @@ class Stack:
             f"node(s); topics RF {rf}, min.insync {isr})",
             "connect": f"Kafka Connect        {cfg.connect_url}  (connector payments-postgres)",
             "localstripe": f"Stripe stand-in      {cfg.stripe_url}",
-            "api": f"API                  {cfg.api_url}  (/docs, /ops, /checkout, /metrics)",
+            "api": f"API                  {cfg.api_url}  (/payments, /docs, /checkout)",
+            "hooks": f"API hooks pool       {cfg.hooks_url}  (/webhooks/stripe, /metrics, /ops)",
             "worker": f"Faust workers        {', '.join(cfg.worker_urls)}  "
             "(/pending/ /stats/ /metrics)",
         }

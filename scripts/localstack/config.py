@@ -2,8 +2,8 @@
 
 The ports that the settings define (PostgreSQL primary and replicas, Kafka, Kafka Connect, the
 Stripe stand-in, the worker's web port) are read from the defaults in ``payments/settings.py``
-and shifted by ``STACK_PORT_OFFSET``; only the two that no setting names (the API's 8000 and the
-KRaft controller's 9093) are written here.
+and shifted by ``STACK_PORT_OFFSET``; only those no setting names (the API's 8000, its hooks
+pool's 8001 and the KRaft controller's 9093) are written here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ DEFAULT_STACK_DIR = ROOT / ".stack"
 LAYOUT_FILE = "layout.json"
 
 API_BASE_PORT = 8000
+HOOKS_BASE_PORT = 8001  # the API's pool for Stripe's webhooks and the scrapes (api/pools.py)
 KAFKA_CONTROLLER_BASE_PORT = 9093
 # Node i of a multi-node Kafka takes the broker/controller pair shifted by 2*(i-1): 9094/9095, ...
 KAFKA_NODE_PORT_STEP = 2
@@ -32,7 +33,7 @@ KAFKA_LAYOUTS = (1, 3)  # one combined node, or three (a quorum that survives on
 MAX_WORKERS = 16
 
 PG_PARTS = ("postgres", "replica1", "replica2")
-SERVICE_PARTS = ("connect", "localstripe", "api")
+SERVICE_PARTS = ("connect", "localstripe", "api", "hooks")
 
 
 # Every part listens on the loopback only.
@@ -99,7 +100,7 @@ def with_password(url: str, password: str) -> str:
 
 @dataclass(frozen=True)
 class BasePorts:
-    """Offset-0 ports: the settings' defaults, plus the two only the stack knows."""
+    """Offset-0 ports: the settings' defaults, plus those only the stack knows."""
 
     postgres: int
     replicas: tuple[int, int]
@@ -108,6 +109,7 @@ class BasePorts:
     connect: int
     localstripe: int
     api: int
+    hooks: int
     worker: int
 
     @classmethod
@@ -123,6 +125,7 @@ class BasePorts:
             connect=default_port("kafka_connect_url"),
             localstripe=default_port("stripe_api_base"),
             api=API_BASE_PORT,
+            hooks=HOOKS_BASE_PORT,
             worker=int(settings_default("worker_web_port")),
         )
 
@@ -249,6 +252,7 @@ class Config:
             "connect": "CONNECT_PORT",
             "localstripe": "LOCALSTRIPE_PORT",
             "api": "API_PORT",
+            "hooks": "HOOKS_PORT",
         }
         overrides = {
             part: port
@@ -332,6 +336,10 @@ class Config:
     def api_port(self) -> int:
         return self._port("api", self.base.api)
 
+    @property
+    def hooks_port(self) -> int:
+        return self._port("hooks", self.base.hooks)
+
     def worker_port(self, instance: int = 1) -> int:
         return self._port("worker", self.base.worker) + instance - 1
 
@@ -346,6 +354,11 @@ class Config:
     @property
     def api_url(self) -> str:
         return http_url(self.api_port)
+
+    @property
+    def hooks_url(self) -> str:
+        """The API's hooks pool: Stripe's webhook endpoint and the scrapes."""
+        return http_url(self.hooks_port)
 
     @property
     def connect_url(self) -> str:
@@ -379,7 +392,7 @@ class Config:
             return [n for n in self.kafka_nodes() if n != name]
         if name == "connect":
             return ["postgres", *self.kafka_nodes()]
-        if name == "api":
+        if name in ("api", "hooks"):
             return ["postgres", "replica1", "replica2", "localstripe"]
         if kind == "worker":
             return ["postgres", *self.kafka_nodes(), "connect", "localstripe"]
@@ -399,11 +412,12 @@ class Config:
             "connect": self.connect_port,
             "localstripe": self.localstripe_port,
             "api": self.api_port,
+            "hooks": self.hooks_port,
         }[name]
 
 
 def part_kind(name: str) -> str:
-    """postgres, replica, kafka, connect, localstripe, api or worker."""
+    """postgres, replica, kafka, connect, localstripe, api, hooks or worker."""
     match = re.fullmatch(r"(replica|kafka|worker)(\d*)", name)
     return match.group(1) if match else name
 

@@ -77,6 +77,7 @@ LAYOUT_KEYS = (
     "WORKER_WEB_PORT",
     "WORKER_URL",
     "API_URL",
+    "HOOKS_URL",
     "DEBEZIUM_DB_USER",
 )
 # Layout keys an explicit environment variable overrides (the stand-in's address is only the
@@ -88,6 +89,7 @@ STACK_ONLY_KEYS = (
     "WORKERS",
     "KAFKA_BROKERS",
     "API_URL",
+    "HOOKS_URL",
     "DEBEZIUM_DB_USER",
     "POSTGRES_PASSWORD",
     "PAYMENTS_DB_PASSWORD",
@@ -160,6 +162,7 @@ def layout_values(
         "WORKER_WEB_PORT": str(cfg.worker_port(1)),
         "WORKER_URL": ",".join(cfg.worker_urls),
         "API_URL": cfg.api_url,
+        "HOOKS_URL": cfg.hooks_url,
         "DEBEZIUM_DB_USER": DEBEZIUM_ROLE,
     }
     # The Stripe stand-in's address follows the offset; a real Stripe base (empty or remote),

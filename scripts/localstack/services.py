@@ -1,11 +1,13 @@
-"""The Python services: the Stripe stand-in, the API (gunicorn) and the Faust workers."""
+"""The Python services: the Stripe stand-in, the API's pools (gunicorn) and the Faust workers."""
 
 from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Mapping
+from pathlib import Path
 
-from localstack.config import HOST, ROOT, Config, instance_number
+from api.pools import HOOKS, INTAKE, Pool, command
+from localstack.config import HOST, ROOT, Config, http_url, instance_number
 from localstack.envfile import minimal_env
 from localstack.processes import check_port_free, http_json, port_open, spawn, wait_until
 from payments.settings import Settings
@@ -30,40 +32,49 @@ def start_localstripe(cfg: Config, values: Mapping[str, str]) -> None:
 
 
 def register_webhook(cfg: Config, values: Mapping[str, str]) -> None:
-    """localstripe forgets its config on restart: (re)register the API's webhook endpoint. It
-    signs with the first secret of STRIPE_WEBHOOK_SECRET (the API accepts every one listed)."""
+    """localstripe forgets its config on restart: (re)register the API's webhook endpoint, on
+    the hooks pool. It signs with the first secret of STRIPE_WEBHOOK_SECRET (the API accepts
+    every one listed)."""
     secret = values.get("STRIPE_WEBHOOK_SECRET", "").split(",")[0].strip()
     form = urllib.parse.urlencode(
-        {"url": f"{cfg.api_url}/webhooks/stripe", "secret": secret}
+        {"url": f"{cfg.hooks_url}/webhooks/stripe", "secret": secret}
     ).encode()
     http_json(f"{cfg.stripe_url}/_config/webhooks/local", "POST", form)
 
 
-def start_api(cfg: Config, env: Mapping[str, str]) -> None:
-    check_port_free(cfg.api_port, "api")
-    argv = [
-        str(ROOT / ".venv/bin/gunicorn"),
-        "--bind",
-        f"{HOST}:{cfg.api_port}",
-        "--workers",
-        str(cfg.api_workers),
-        "--timeout",
-        "30",
-        "api:create_app()",
-    ]
-    spawn(cfg, "api", argv, env)
-    # What /ops lists as workers: `up` restarts the API when the worker count changes.
-    (cfg.run / "api.worker_url").write_text(env.get("WORKER_URL", "") + "\n")
+# The stack's part of each of the API's pools (api/pools.py).
+POOL_PARTS: dict[str, Pool] = {"api": INTAKE, "hooks": HOOKS}
+
+
+def start_api(cfg: Config, env: Mapping[str, str], name: str = "api") -> None:
+    """One of the API's pools (``api/pools.py``): ``api`` (intake) on the API port, ``hooks`` on
+    its own. Both write their metrics to one directory: the hooks pool's /metrics counts intake."""
+    pool = POOL_PARTS[name]
+    port = cfg.port_of(name)
+    check_port_free(port, name)
+    child = {**env, "API_POOL": pool.name, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir(cfg))}
+    workers = cfg.api_workers if pool is INTAKE else None
+    spawn(cfg, name, command(pool, f"{HOST}:{port}", workers=workers), child)
+    # What /ops lists as workers: `up` restarts the pool when the worker count changes.
+    (cfg.run / f"{name}.worker_url").write_text(env.get("WORKER_URL", "") + "\n")
     wait_until(
         cfg,
-        "api",
-        lambda: http_json(f"{cfg.api_url}/healthz") is not None,
-        f"GET /healthz on {cfg.api_port}",
+        name,
+        lambda: http_json(f"{http_url(port)}/healthz") is not None,
+        f"GET /healthz on {port}",
     )
 
 
-def api_worker_url(cfg: Config) -> str | None:
-    path = cfg.run / "api.worker_url"
+def metrics_dir(cfg: Config) -> Path:
+    """The API pools' shared PROMETHEUS_MULTIPROC_DIR (``down`` removes it: a counter of a
+    process that ended stays counted until then)."""
+    path = cfg.run / "api-metrics"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def api_worker_url(cfg: Config, name: str) -> str | None:
+    path = cfg.run / f"{name}.worker_url"
     return path.read_text().strip() if path.exists() else None
 
 

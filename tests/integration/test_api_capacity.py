@@ -1,21 +1,26 @@
-"""The API as ``make up`` runs it (gunicorn, ``gunicorn.conf.py``), with 4 threads and Stripe
-holding every call: the requests that call Stripe may take only some of the threads, so webhooks,
-``/metrics`` and reads are still answered while every Stripe call hangs, and a Stripe-bound
-request beyond the slots is refused at once (503 busy, ``Retry-After``), nothing stored."""
+"""The API as ``make up`` runs it (gunicorn, ``gunicorn.conf.py``, ``api/pools.py``), with 4
+threads and Stripe holding every call: the requests that call Stripe may take only some of the
+threads, so webhooks, ``/metrics`` and reads are still answered while every Stripe call hangs, and
+a Stripe-bound request beyond the slots is refused at once (503 busy, ``Retry-After``), nothing
+stored. And with no thread of the intake pool left at all, the hooks pool still answers Stripe's
+webhooks and the whole API's ``/metrics``."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 import requests
 
+from api.pools import HOOKS, INTAKE, Pool, command
 from payments.settings import Settings
 from tests import support_api
 
@@ -32,24 +37,18 @@ def held_stripe(s: Settings) -> Iterator[support_api.StripeProxy]:
         yield proxy
 
 
-@pytest.fixture(scope="module")
-def api(
-    s: Settings, held_stripe: support_api.StripeProxy, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+@contextmanager
+def serving(pool: Pool, env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
+    """One of the API's pools under gunicorn as the stack starts it (``api.pools.command``,
+    ``gunicorn.conf.py``), one worker: (base URL, master pid)."""
     port = support_api.free_port()
-    log = tmp_path_factory.mktemp("capacity") / "api.log"
-    env = {
-        **os.environ,
-        "STRIPE_API_BASE": held_stripe.url,
-        "STRIPE_TIMEOUT_SECONDS": "60",  # a held call is not given up on while the test runs
-        "API_THREADS": str(THREADS),
-    }
-    for name in ("API_STRIPE_SLOTS", "API_RESERVED_THREADS", "DB_POOL_MAX"):
-        env.pop(name, None)  # as gunicorn.conf.py derives them
-    argv = [str(ROOT / ".venv/bin/gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*argv, "api:create_app()"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            command(pool, f"127.0.0.1:{port}", workers=1),
+            cwd=ROOT,
+            env={**env, "API_POOL": pool.name},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
 
@@ -61,11 +60,34 @@ def api(
             return False
 
     try:
-        support_api.wait_for(healthy, timeout=60, what="the API's /healthz")
-        yield base
+        support_api.wait_for(healthy, timeout=60, what=f"the {pool.name} pool's /healthz")
+        yield base, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pool_env(
+    s: Settings, held_stripe: support_api.StripeProxy, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """The pools' environment: Stripe behind the gate, one metrics directory for all of them."""
+    env = {
+        **os.environ,
+        "STRIPE_API_BASE": held_stripe.url,
+        "STRIPE_TIMEOUT_SECONDS": "60",  # a held call is not given up on while the test runs
+        "API_THREADS": str(THREADS),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("metrics")),
+    }
+    for name in ("API_STRIPE_SLOTS", "API_RESERVED_THREADS", "DB_POOL_MAX", "API_NICE"):
+        env.pop(name, None)  # as gunicorn.conf.py derives them
+    return env
+
+
+@pytest.fixture(scope="module")
+def api(pool_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serving(INTAKE, pool_env, tmp_path_factory.mktemp("intake") / "api.log") as (base, _):
+        yield base
 
 
 def stored(s: Settings, key: str) -> int:
@@ -158,4 +180,93 @@ def test_webhooks_metrics_and_reads_are_answered_while_every_stripe_call_hangs(
     for key in busy_keys:  # the same request again, now that the slots are free
         create(key)
         assert answers[key].status_code == 201, answers[key].text
+    assert [stored(s, key) for key in keys] == [1] * THREADS
+
+
+def nice_of_workers(master: int) -> set[int]:
+    """The CPU priority (nice) of a gunicorn master's workers, as the kernel holds it."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert children, "the pool has no worker"
+    return {
+        int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]) for pid in children
+    }
+
+
+def created_total(metrics_text: str) -> float:
+    found = re.search(r"^payments_created_total (\S+)$", metrics_text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_the_hooks_pool_answers_webhooks_and_the_whole_apis_metrics_while_intake_is_full(
+    s: Settings,
+    held_stripe: support_api.StripeProxy,
+    pool_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    logs = tmp_path_factory.mktemp("pools")
+    # An intake pool with no reserve: every one of its threads may wait on Stripe.
+    full_env = {**pool_env, "API_RESERVED_THREADS": "0"}
+    headers = support_api.auth(s)
+    login = support_api.operator_auth(s)
+    assert login is not None
+    keys = [f"pools-{uuid.uuid4()}" for _ in range(THREADS)]
+    answers: dict[str, requests.Response] = {}
+    with (
+        serving(INTAKE, full_env, logs / "intake.log") as (intake, intake_master),
+        serving(HOOKS, pool_env, logs / "hooks.log") as (hooks, hooks_master),
+    ):
+        # Where the pools share the cores, the kernel serves the hooks pool first.
+        assert nice_of_workers(intake_master) == {5}
+        assert nice_of_workers(hooks_master) == {0}
+        before = created_total(requests.get(f"{hooks}/metrics", auth=login, timeout=10).text)
+
+        def create(key: str) -> None:
+            answers[key] = requests.post(
+                f"{intake}/payments",
+                json=BODY,
+                headers={**headers, "Idempotency-Key": key},
+                timeout=90,
+            )
+
+        held_stripe.gate.clear()
+        try:
+            creators = [threading.Thread(target=create, args=(key,)) for key in keys]
+            for t in creators:
+                t.start()
+            support_api.wait_for(
+                lambda: held_stripe.in_flight == THREADS,
+                timeout=30,
+                what=f"all {THREADS} threads of the intake pool held at Stripe",
+            )
+            # The intake pool has no thread left: it answers nothing, not even its health.
+            with pytest.raises(requests.Timeout):
+                requests.get(f"{intake}/healthz", timeout=2)
+
+            event = support_api.intent_event(
+                f"evt_pools_{uuid.uuid4().hex}",
+                "payment_intent.succeeded",
+                intent_id=f"pi_pools_{uuid.uuid4().hex}",
+                payment_id=str(uuid.uuid4()),
+                status="succeeded",
+            )
+            hook = requests.post(
+                f"{hooks}/webhooks/stripe",
+                data=event,
+                headers={
+                    "Content-Type": "application/json",
+                    "Stripe-Signature": support_api.sign(event, s.webhook_secrets[0]),
+                },
+                timeout=10,
+            )
+            assert hook.status_code == 200, hook.text
+            assert requests.get(f"{hooks}/metrics", auth=login, timeout=10).status_code == 200
+            assert held_stripe.in_flight == THREADS and not answers  # all still held
+        finally:
+            held_stripe.gate.set()
+        for t in creators:
+            t.join(timeout=90)
+        assert [answers[key].status_code for key in keys] == [201] * THREADS
+        # The payments the intake pool stored are in the hooks pool's /metrics: one view.
+        after = requests.get(f"{hooks}/metrics", auth=login, timeout=10).text
+        assert created_total(after) == before + THREADS
     assert [stored(s, key) for key in keys] == [1] * THREADS

@@ -185,6 +185,7 @@ def test_published_ports_match_the_native_stack_on_loopback_only() -> None:
         "connect": 8083,
         "localstripe": 8420,
         "api": 8000,
+        "hooks": 8001,
         "worker": 6066,
         "kafka-ui": 8080,
     }
@@ -223,7 +224,15 @@ def test_the_api_reaches_the_worker_by_the_url_its_group_knows() -> None:
 
 
 def test_app_environment_names_are_real_settings() -> None:
-    known = {name.upper() for name in Settings.model_fields} | set(envfile.STACK_ONLY_KEYS)
+    # Settings' names, the stack's own, and what gunicorn.conf.py reads (the API's pool).
+    gunicorn_conf = (ROOT / "gunicorn.conf.py").read_text()
+    read_by_gunicorn = set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', gunicorn_conf))
+    assert "API_POOL" in read_by_gunicorn
+    known = (
+        {name.upper() for name in Settings.model_fields}
+        | set(envfile.STACK_ONLY_KEYS)
+        | read_by_gunicorn
+    )
     example = {
         line.split("=", 1)[0]
         for line in (ROOT / ".env.example").read_text().splitlines()
@@ -231,7 +240,7 @@ def test_app_environment_names_are_real_settings() -> None:
     }
     assert example <= known, f".env.example names unknown settings: {example - known}"
     services = _compose()["services"]
-    for name in ["api", "worker", "register-connectors", "migrate"]:
+    for name in ["api", "hooks", "worker", "register-connectors", "migrate"]:
         unknown = _env_names(services[name]) - known
         assert not unknown, f"{name} sets unknown settings {unknown}"
 

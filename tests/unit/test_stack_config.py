@@ -58,6 +58,7 @@ def test_the_offset_moves_every_port_and_two_stacks_never_share_one(tmp_path: Pa
     ports = every_port(load(tmp_path, WORKERS="3", KAFKA_BROKERS="3", STACK_PORT_OFFSET="300"))
     assert {name: port - 300 for name, port in ports.items()} == base
     assert base["postgres"] == 5432 and base["replica2"] == 5434 and base["api"] == 8000
+    assert base["hooks"] == 8001  # the API's pool for Stripe's webhooks and the scrapes
     assert base["kafka"] == 9092 and base["kafka controller"] == 9093
     assert base["kafka3"] == 9096 and base["kafka3 controller"] == 9097
     assert [base["worker"], base["worker2"], base["worker3"]] == [6066, 6067, 6068]
