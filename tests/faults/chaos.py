@@ -171,9 +171,9 @@ def worker_names(settings: Settings) -> list[str]:
 
 
 def restart_apps(settings: Settings, env: dict[str, str]) -> None:
-    """The API and every worker of the layout, restarted with ``env`` (the fault suite and the
-    stack tests that run the apps with a short TTL and interval)."""
-    for name in ("api", *worker_names(settings)):
+    """The API (both pools) and every worker of the layout, restarted with ``env`` (the fault
+    suite and the stack tests that run the apps with a short TTL and interval)."""
+    for name in ("api", "hooks", *worker_names(settings)):
         stack("stop", name)
         stack("start", name, env=env)
 
@@ -502,7 +502,16 @@ class Faults:
     def _revive(self) -> list[str]:
         """Start every part that is down (the ones a fault left dead)."""
         revived = []
-        parts = ("postgres", "replica1", "replica2", "kafka", "connect", "api", *self.workers)
+        parts = (
+            "postgres",
+            "replica1",
+            "replica2",
+            "kafka",
+            "connect",
+            "api",
+            "hooks",
+            *self.workers,
+        )
         for name in parts:
             if not alive(pid_of(name)):
                 self._start(name)
