@@ -98,6 +98,27 @@ def stored(s: Settings, key: str) -> int:
         return int(row[0]) if row else 0
 
 
+def send_succeeded(s: Settings, base: str, payment_id: uuid.UUID) -> requests.Response:
+    """A signed ``payment_intent.succeeded`` for ``payment_id`` (unknown here: answered 200 and
+    kept in the inbox) to the API at ``base``."""
+    event = support_api.intent_event(
+        f"evt_capacity_{uuid.uuid4().hex}",
+        "payment_intent.succeeded",
+        intent_id=f"pi_capacity_{uuid.uuid4().hex}",
+        payment_id=str(payment_id),
+        status="succeeded",
+    )
+    return requests.post(
+        f"{base}/webhooks/stripe",
+        data=event,
+        headers={
+            "Content-Type": "application/json",
+            "Stripe-Signature": support_api.sign(event, s.webhook_secrets[0]),
+        },
+        timeout=10,
+    )
+
+
 def test_webhooks_metrics_and_reads_are_answered_while_every_stripe_call_hangs(
     s: Settings, api: str, held_stripe: support_api.StripeProxy
 ) -> None:
@@ -150,22 +171,7 @@ def test_webhooks_metrics_and_reads_are_answered_while_every_stripe_call_hangs(
         assert 'payments_api_busy_total{endpoint="/payments"} 2.0' in metrics.text
         read = requests.get(f"{api}/payments/{unknown}", headers=headers, timeout=10)
         assert read.status_code == 404
-        event = support_api.intent_event(
-            f"evt_capacity_{uuid.uuid4().hex}",
-            "payment_intent.succeeded",
-            intent_id=f"pi_capacity_{uuid.uuid4().hex}",
-            payment_id=str(unknown),
-            status="succeeded",
-        )
-        hook = requests.post(
-            f"{api}/webhooks/stripe",
-            data=event,
-            headers={
-                "Content-Type": "application/json",
-                "Stripe-Signature": support_api.sign(event, s.webhook_secrets[0]),
-            },
-            timeout=10,
-        )
+        hook = send_succeeded(s, api, unknown)
         assert hook.status_code == 200, hook.text
         # All of that was answered while both creates were still held at Stripe.
         assert held_stripe.in_flight == STRIPE_SLOTS
@@ -242,22 +248,7 @@ def test_the_hooks_pool_answers_webhooks_and_the_whole_apis_metrics_while_intake
             with pytest.raises(requests.Timeout):
                 requests.get(f"{intake}/healthz", timeout=2)
 
-            event = support_api.intent_event(
-                f"evt_pools_{uuid.uuid4().hex}",
-                "payment_intent.succeeded",
-                intent_id=f"pi_pools_{uuid.uuid4().hex}",
-                payment_id=str(uuid.uuid4()),
-                status="succeeded",
-            )
-            hook = requests.post(
-                f"{hooks}/webhooks/stripe",
-                data=event,
-                headers={
-                    "Content-Type": "application/json",
-                    "Stripe-Signature": support_api.sign(event, s.webhook_secrets[0]),
-                },
-                timeout=10,
-            )
+            hook = send_succeeded(s, hooks, uuid.uuid4())
             assert hook.status_code == 200, hook.text
             assert requests.get(f"{hooks}/metrics", auth=login, timeout=10).status_code == 200
             assert held_stripe.in_flight == THREADS and not answers  # all still held
