@@ -6,10 +6,9 @@ waiting on Stripe (hundreds of ms), during which a sync worker could serve nobod
 worker process runs ``API_THREADS`` request threads (gthread), and its database pools may grow
 to as many connections, so no thread waits for a connection another thread only holds while
 Stripe answers. A reserve of those threads is kept for the requests that do not call Stripe
-(``API_RESERVED_THREADS``, an eighth; ``api/capacity.py``). The intake pool's workers lower
-their CPU priority (``API_NICE``, 5): where the pools share a host, webhooks and scrapes are
-served first. Workers are never recycled (``max_requests = 0``): a restart drops the pools, the
-metrics' process files and in-flight Stripe calls for nothing.
+(``API_RESERVED_THREADS``, an eighth; ``api/capacity.py``). ``API_NICE`` (0) lowers the CPU
+priority of the pool's workers. Workers are never recycled (``max_requests = 0``): a restart
+drops the pools, the metrics' process files and in-flight Stripe calls for nothing.
 
 Several workers share one Prometheus view through ``PROMETHEUS_MULTIPROC_DIR``: the master makes
 a fresh directory before any worker imports prometheus_client, and forgets dead workers.
@@ -35,7 +34,7 @@ from api.pools import pool_named  # noqa: E402
 POOL = pool_named(os.environ.get("API_POOL", "intake"))
 worker_class = "gthread"
 threads = int(os.environ.get("API_THREADS", str(POOL.threads)))
-NICE = int(os.environ.get("API_NICE", str(POOL.nice)))
+NICE = int(os.environ.get("API_NICE", "0"))
 max_requests = 0
 # The settings (payments.settings) read DB_POOL_MAX: one connection per thread at most.
 os.environ.setdefault("DB_POOL_MAX", str(threads))
@@ -46,8 +45,17 @@ os.environ.setdefault("API_STRIPE_SLOTS", str(max(1, threads - reserved_threads)
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    if NICE:
-        os.nice(NICE)  # before the worker starts its threads: they inherit it
+    if not NICE:
+        return
+    # For this worker's threads (they inherit it: they start after this), and for its session's
+    # group where the kernel shares the CPU between sessions first (autogroup; the stack starts
+    # each pool in a session of its own): there a thread's nice counts only within its session.
+    os.nice(NICE)
+    try:
+        with open("/proc/self/autogroup", "w") as group:
+            group.write(str(NICE))
+    except OSError:  # no autogroup in this kernel, or not allowed: the threads' nice stands
+        pass
 
 
 def post_worker_init(worker: Any) -> None:

@@ -6,9 +6,10 @@
 * **hooks**: Stripe's webhooks (the fast path of every status change) and the operators'
   scrapes (``/metrics``, ``/ops``). Short requests, none calls Stripe.
 
-Apart, a webhook never waits for a thread, the GIL or a core behind a wave of intake: its pool
-has its own processes, and the intake pool runs at a lower CPU priority (nice 5), so where the
-two share a host the kernel serves the webhook first and slows intake instead. Both pools write
+Apart, a webhook never waits for a thread or the GIL behind a wave of intake: its pool has its
+own processes (and, started as the stack starts them, its own session: where the kernel shares
+the CPU between sessions, its own share). ``API_NICE`` lowers a pool's CPU priority, for a host
+where webhooks must win the cores from intake (README, "Two pools": it costs intake). Both write
 their metrics to one ``PROMETHEUS_MULTIPROC_DIR``, so the hooks pool's ``/metrics`` is the
 whole API's (intake counted in). Stripe's endpoint and Prometheus point at the hooks pool;
 either pool answers every route, so nothing breaks when a caller uses the other.
@@ -28,12 +29,11 @@ from pathlib import Path
 class Pool:
     name: str
     threads: int  # per process (gthread)
-    nice: int  # CPU priority of its processes (os.nice in each worker)
     workers: int | None  # processes; None: the caller's choice (the stack's API_WORKERS)
 
 
-INTAKE = Pool("intake", threads=64, nice=5, workers=None)
-HOOKS = Pool("hooks", threads=16, nice=0, workers=1)
+INTAKE = Pool("intake", threads=64, workers=None)
+HOOKS = Pool("hooks", threads=16, workers=1)
 POOLS = {pool.name: pool for pool in (INTAKE, HOOKS)}
 
 APP = "api:create_app()"

@@ -1,6 +1,6 @@
 """Payment intake: ``POST /payments`` per second through gunicorn, as ``make up`` runs it
-(``api/pools.py`` and ``gunicorn.conf.py``: the intake and hooks pools, threads, CPU priority,
-pool sizes), with the Stripe gateway replaced by
+(``api/pools.py`` and ``gunicorn.conf.py``: the intake and hooks pools, each in a session of its
+own, threads, pool sizes), with the Stripe gateway replaced by
 the in-process fake (``bench.intake_app``), measured three ways in one run:
 
 * **zero latency** (the fake answers at once): the API's own cost, against raw psycopg INSERTs of
@@ -300,6 +300,9 @@ class BenchApi:
                         env={**env, "API_POOL": pool.name},
                         stdout=log,
                         stderr=subprocess.STDOUT,
+                        # A session of its own, as the stack starts each part: where the kernel
+                        # groups the CPU by session (autogroup), each pool is a group.
+                        start_new_session=True,
                     )
                 )
         for port in (self.port, self.hooks_port):
@@ -548,10 +551,7 @@ def run(ctx: Context) -> list[Figure]:
     idle_p99 = _percentile(idle_hooks.webhooks, 0.99)
     scrape_p50, scrape_p99 = _percentile(slow_scrapes, 0.5), _percentile(slow_scrapes, 0.99)
     busy_p99 = _percentile(scrapes, 0.99)
-    api_desc = (
-        f"intake pool: gunicorn {API_WORKERS} workers ({worker_kind}, nice {INTAKE.nice}, "
-        f"gunicorn.conf.py)"
-    )
+    api_desc = f"intake pool: gunicorn {API_WORKERS} workers ({worker_kind}, gunicorn.conf.py)"
     return [
         Figure(
             "payment intake (zero-latency Stripe)",

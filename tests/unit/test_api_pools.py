@@ -1,5 +1,5 @@
 """gunicorn.conf.py sizes the pool API_POOL names (api/pools.py): intake, the default, with many
-threads at a lower CPU priority; hooks with few at the normal one. Anything else is refused."""
+threads; hooks with few; API_NICE lowers either's CPU priority. Anything else is refused."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ def conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> dict[st
 @pytest.mark.parametrize(
     ("pool", "threads", "nice", "stripe_slots"),
     [
-        ({}, 64, 5, "56"),
-        ({"API_POOL": "intake"}, 64, 5, "56"),
+        ({}, 64, 0, "56"),
+        ({"API_POOL": "intake"}, 64, 0, "56"),
         ({"API_POOL": "hooks"}, 16, 0, "14"),
+        ({"API_POOL": "intake", "API_NICE": "4"}, 64, 4, "56"),
     ],
 )
 def test_each_pool_gets_its_threads_and_cpu_priority(
